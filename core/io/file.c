@@ -1,0 +1,127 @@
+/* Whole-file reads and atomic file writes (temporary file + rename), so an
+ * interrupted or failed write never leaves a half-written output behind. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+dfx_status dfx__read_file(const char *path, char **data, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    struct stat sb;
+    char *buf;
+
+    *data = NULL;
+    *len = 0;
+    if (!fp)
+        return dfx_error_set(errno == ENOENT ? DFX_ERR_NOT_FOUND : DFX_ERR_IO,
+                             "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(fp);
+        return dfx_error_set(DFX_ERR_IO, "%s: not a regular file", path);
+    }
+    buf = malloc((size_t)sb.st_size + 1);
+    if (!buf) {
+        fclose(fp);
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory reading %lld bytes",
+                             path, (long long)sb.st_size);
+    }
+    size_t got = fread(buf, 1, (size_t)sb.st_size, fp);
+    int err = ferror(fp);
+    fclose(fp);
+    if (err || got != (size_t)sb.st_size) {
+        free(buf);
+        return dfx_error_set(DFX_ERR_IO, "%s: read failed", path);
+    }
+    buf[got] = '\0';
+    *data = buf;
+    *len = got;
+    return DFX_OK;
+}
+
+static void outfile_release(dfx__outfile *f)
+{
+    free(f->path);
+    free(f->tmp);
+    f->path = f->tmp = NULL;
+    f->fp = NULL;
+}
+
+dfx_status dfx__outfile_open(dfx__outfile *f, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    size_t n = strlen(path);
+    f->path = malloc(n + 1);
+    f->tmp = malloc(n + 16);
+    if (!f->path || !f->tmp) {
+        outfile_release(f);
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    memcpy(f->path, path, n + 1);
+    snprintf(f->tmp, n + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(f->tmp);
+    if (fd < 0) {
+        int e = errno;
+        outfile_release(f);
+        return dfx_error_set(DFX_ERR_IO, "%s: cannot create a temporary file beside it: %s",
+                             path, strerror(e));
+    }
+    /* mkstemp creates 0600; outputs should follow the umask like fopen */
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) {
+        /* the file still works; its mode is only stricter */
+    }
+    f->fp = fdopen(fd, "wb");
+    if (!f->fp) {
+        int e = errno;
+        close(fd);
+        unlink(f->tmp);
+        outfile_release(f);
+        return dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    return DFX_OK;
+}
+
+dfx_status dfx__outfile_commit(dfx__outfile *f)
+{
+    int err = 0;
+    const char *what = "write";
+    if (fflush(f->fp) != 0 || ferror(f->fp)) {
+        err = errno ? errno : EIO;
+    } else if (fsync(fileno(f->fp)) != 0) {
+        err = errno;
+        what = "sync";
+    }
+    if (fclose(f->fp) != 0 && !err) {
+        err = errno;
+        what = "close";
+    }
+    f->fp = NULL;
+    if (!err && rename(f->tmp, f->path) != 0) {
+        err = errno;
+        what = "rename";
+    }
+    if (err) {
+        unlink(f->tmp);
+        dfx_error_set(DFX_ERR_IO, "%s: %s failed: %s (the previous file, if any, is unchanged)",
+                      f->path, what, strerror(err));
+        outfile_release(f);
+        return DFX_ERR_IO;
+    }
+    outfile_release(f);
+    return DFX_OK;
+}
+
+void dfx__outfile_abort(dfx__outfile *f)
+{
+    if (f->fp)
+        fclose(f->fp);
+    if (f->tmp)
+        unlink(f->tmp);
+    outfile_release(f);
+}

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int dfx_placeholder_;
