@@ -5,9 +5,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
+#include "dfx/json.h"
+#include "dfx/safetensors.h"
 #include "dfx/status.h"
+#include "dfx/tensor.h"
 
 /* An output file written atomically: data goes to a temporary file in the
  * destination's folder, renamed over the destination by commit. */
@@ -34,5 +38,27 @@ void *dfx__aligned_alloc(size_t size);
 
 /* strdup that reports no memory through the error message. */
 char *dfx__strdup(const char *s);
+
+/* Length of object member i's key (keys may hold an escaped NUL, which
+ * dfx_json_key_at's C string cannot show); 0 when out of range. */
+size_t dfx__json_key_len(const dfx_json *v, int64_t i);
+
+/* Parses a safetensors image held in memory with the same checks as
+ * dfx_safetensors_open (which maps the file and calls this); `name` stands
+ * for the file in messages and dfx_safetensors_path. The set borrows data,
+ * which must outlive it. The fuzzers call it directly. */
+dfx_status dfx__safetensors_open_memory(const char *name, const void *data,
+                                        size_t size, dfx_safetensors **out);
+
+/* dfx_safetensors_write's body: checks the input, then writes the image to
+ * fp; `name` stands for the destination in messages. Nothing is written when
+ * the input is refused. */
+dfx_status dfx__safetensors_write_stream(FILE *fp, const char *name,
+                                         int64_t count,
+                                         const char *const *names,
+                                         const dfx_tensor *const *tensors,
+                                         int64_t meta_count,
+                                         const char *const *meta_keys,
+                                         const char *const *meta_values);
 
 #endif
