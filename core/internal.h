@@ -10,6 +10,7 @@
 
 #include "dfx/json.h"
 #include "dfx/safetensors.h"
+#include "dfx/pipeline.h"
 #include "dfx/status.h"
 #include "dfx/tensor.h"
 
@@ -60,5 +61,9 @@ dfx_status dfx__safetensors_write_stream(FILE *fp, const char *name,
                                          int64_t meta_count,
                                          const char *const *meta_keys,
                                          const char *const *meta_values);
+
+/* "where: unknown sampler 'x' (did you mean 'y'?); `dfx list sampler` ..." */
+dfx_status dfx__registry_unknown(const dfx_registry *reg, dfx_kind kind, const char *name,
+                                 const char *where);
 
 #endif

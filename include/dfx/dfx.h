@@ -5,6 +5,7 @@
 #include "dfx/json.h"
 #include "dfx/ops.h"
 #include "dfx/option.h"
+#include "dfx/pipeline.h"
 #include "dfx/plugin.h"
 #include "dfx/rng.h"
 #include "dfx/safetensors.h"

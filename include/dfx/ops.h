@@ -44,6 +44,22 @@ DFX_API void dfx_ops_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n,
                             int64_t lda, const float *b, int64_t ldb,
                             float beta, float *c, int64_t ldc);
 
+/* Dynamic thresholding (Saharia et al. 2022, Imagen sec. 2.3) of `batch`
+ * items of `per_item` floats each: s = the `ratio` quantile of |x| within
+ * the item (linear interpolation, as torch.quantile), clamped to
+ * [1, max_value]; then x = clamp(x, -s, s) / s. scratch holds per_item
+ * floats. */
+DFX_API void dfx_ops_dynamic_threshold(float *x, int64_t batch,
+                                       int64_t per_item, double ratio,
+                                       double max_value, float *scratch);
+
+/* torch.linspace(start, end, n, dtype=float32) on an AVX2 CPU, bit for bit:
+ * start and end rounded to float, step = (end - start) / (n - 1) in float,
+ * then fused multiply-adds from the nearer end as torch 1.13's vectorised
+ * kernel computes them. Schedules built from it match diffusers' tables. */
+DFX_API void dfx_ops_linspace_f32(float *out, double start, double end,
+                                  int64_t n);
+
 /* The OpenBLAS build in use ("Haswell", "SkylakeX", ...) and its threads. */
 DFX_API const char *dfx_ops_blas_core(void);
 DFX_API int dfx_ops_blas_threads(void);

@@ -108,6 +108,10 @@ typedef struct dfx_schedule {
                                SDE dx = f x dt + g dW, or NULL */
     double *sde_g2;         /* [steps + 1] g(t)^2, or NULL */
     dfx_init_noise init_noise;
+    bool float32;           /* the reference evaluates step coefficients in
+                               float32 (diffusers); samplers that mirror a
+                               diffusers scheduler then do the same, so their
+                               rounding matches too */
     int64_t train_steps;    /* length of the training table below, 0 if none */
     double *train_alpha_bar;/* [train_steps] alphas_cumprod of the training process, or NULL */
 } dfx_schedule;
@@ -205,6 +209,11 @@ DFX_API dfx_status dfx_sampling_report(dfx_sampling *s, const dfx_tensor *x);
  * the scheduler cannot interpolate. */
 DFX_API dfx_status dfx_sampling_level_at(dfx_sampling *s, double t_model,
                                          dfx_level *out);
+
+/* The scheduler's model time for a noise level given as sigma/alpha (see
+ * t_model_of); an error when the scheduler cannot map it. */
+DFX_API dfx_status dfx_sampling_t_model(dfx_sampling *s, double sigma_ve,
+                                        double *t_model);
 
 typedef struct dfx_sampler_ops {
     /* required: integrate x in place from levels[0] to levels[steps]. x is in

@@ -1,0 +1,91 @@
+/* Core-internal pieces of a run: the per-call trace, the progress line, the
+ * sampling context and component instances. */
+#ifndef DFX_CORE_RUN_H
+#define DFX_CORE_RUN_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include "core/base/node.h"
+#include "dfx/pipeline.h"
+#include "dfx/plugin.h"
+
+/* ---- trace: named series of tensors stacked along a new first axis ---- */
+
+typedef struct dfx__trace dfx__trace;
+
+dfx_status dfx__trace_create(dfx__trace **out);
+/* Appends x to series `name` (all entries of a series share a shape). */
+dfx_status dfx__trace_add(dfx__trace *t, const char *name, const dfx_tensor *x);
+/* Appends a scalar to an F64 series. */
+dfx_status dfx__trace_add_f64(dfx__trace *t, const char *name, double v);
+/* Writes every series as a safetensors file (atomically). */
+dfx_status dfx__trace_write(const dfx__trace *t, const char *path);
+void dfx__trace_destroy(dfx__trace *t);
+
+/* ---- progress --------------------------------------------------------- */
+
+typedef struct dfx__progress {
+    FILE *out;        /* NULL = silent */
+    bool tty;         /* redraw a line in place */
+    const char *label;
+    int64_t total, done;
+    double t0, last;
+} dfx__progress;
+
+void dfx__progress_start(dfx__progress *p, FILE *out, bool tty, const char *label, int64_t total);
+void dfx__progress_tick(dfx__progress *p);
+void dfx__progress_end(dfx__progress *p);
+
+/* ---- interruption ----------------------------------------------------- */
+
+extern volatile sig_atomic_t dfx__abort_flag;
+
+/* ---- component instances ---------------------------------------------- */
+
+typedef struct dfx__instance {
+    const dfx_component *comp;
+    void *priv;
+    bool inited;
+    char what[160];   /* "sampler 'ddim'" for messages */
+} dfx__instance;
+
+/* Allocates priv, applies defaults and the section's values (keys in
+ * `reserved` belong to the core), then calls init. */
+dfx_status dfx__instance_create(dfx__instance *inst, const dfx_component *comp,
+                                const dfx__node *section, const char *const *reserved);
+void dfx__instance_destroy(dfx__instance *inst);
+
+/* ---- sampling context ------------------------------------------------- */
+
+typedef struct dfx__sampling_params {
+    const dfx__instance *model;
+    dfx_prediction prediction;       /* resolved (never AUTO) */
+    const dfx__instance *scheduler;
+    dfx_rng **rngs;                  /* one shared, or one per batch item */
+    int64_t nrngs;
+    dfx__trace *trace;               /* may be NULL */
+    dfx__progress *progress;
+} dfx__sampling_params;
+
+dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *params,
+                                const dfx_tensor *like);
+void dfx__sampling_destroy(dfx_sampling *s);
+
+/* ---- diffusers scheduler_config.json ---------------------------------- */
+
+typedef struct dfx__imported {
+    dfx__node *scheduler;   /* map with "type" and options */
+    dfx__node *sampler;     /* map with "type" and options */
+    char prediction[32];    /* "epsilon", "v_prediction", "sample" or "" */
+} dfx__imported;
+
+/* Translates a diffusers scheduler config into dfx scheduler and sampler
+ * sections. With `sampler_type` (the pipeline's explicit sampler), the
+ * scheduler options are those diffusers' class for that sampler would derive
+ * from the same config (SchedulerClass.from_config). Errors name the JSON
+ * field and value. */
+dfx_status dfx__diffusers_import(const char *path, const char *sampler_type, dfx__imported *out);
+void dfx__imported_fini(dfx__imported *im);
+
+#endif

@@ -1,0 +1,356 @@
+/* dfx, the command-line tool: run pipelines, list and describe components,
+ * inspect safetensors files, print noise schedules. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dfx/dfx.h"
+#include "dfx/pipeline.h"
+#include "dfx_config.h"
+
+#define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130
+
+static const char usage_text[] =
+    "usage: dfx [--plugin-dir DIR]... COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  run PIPELINE.yaml [--set key.path=value]... [--seed N] [--dry-run] [--trace FILE.safetensors] [--quiet]\n"
+    "                      run a pipeline (--dry-run prints it resolved, every default explicit)\n"
+    "  list [KIND]         list components (KIND: scheduler, sampler, model)\n"
+    "  describe KIND NAME  print a component's options: name, type, default, range/choices, help\n"
+    "  inspect FILE.safetensors\n"
+    "                      list a safetensors file's tensors, dtypes, shapes and metadata\n"
+    "  schedule CONFIG [--steps N] [--dump FILE.safetensors] [--set key.path=value]...\n"
+    "                      print the noise schedule of a diffusers scheduler_config.json or a pipeline\n"
+    "  version             print the version\n"
+    "\n"
+    "Plugins are searched in --plugin-dir folders, $DFX_PLUGIN_PATH, ./plugins and the built-in folder.\n";
+
+static void die_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "dfx: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\n%s", usage_text);
+    exit(EXIT_USAGE);
+}
+
+static int fail(dfx_status st)
+{
+    const char *msg = dfx_error_message();
+    fprintf(stderr, "dfx: error: %s\n", *msg ? msg : dfx_status_text(st));
+    return st == DFX_ERR_ABORTED ? EXIT_INTERRUPTED : EXIT_FAILURE;
+}
+
+static const char *plugin_dirs[64];
+static size_t nplugin_dirs;
+
+static dfx_registry *open_registry(void)
+{
+    dfx_registry *reg;
+    dfx_status st = dfx_registry_create(&reg, plugin_dirs, nplugin_dirs);
+    if (st)
+        exit(fail(st));
+    for (size_t i = 0; i < dfx_registry_refusal_count(reg); i++)
+        fprintf(stderr, "dfx: warning: plugin refused: %s\n", dfx_registry_refusal(reg, i));
+    return reg;
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    dfx_abort_request();
+}
+
+static void install_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = (int)SA_RESETHAND; /* a second Ctrl-C kills at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Applies --set, --seed and --steps style overrides collected from argv. */
+static int apply_overrides(dfx_pipeline *p, char **sets, int nsets)
+{
+    for (int i = 0; i < nsets; i++) {
+        dfx_status st = dfx_pipeline_set(p, sets[i]);
+        if (st)
+            return fail(st);
+    }
+    return 0;
+}
+
+static const char *need_arg(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc)
+        die_usage("%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *file = NULL, *trace = NULL;
+    bool dry = false, quiet = false;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    char seedbuf[64];
+    int nsets = 0;
+    if (!sets)
+        return EXIT_FAILURE;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--set")) {
+            sets[nsets++] = (char *)need_arg(argc, argv, &i);
+        } else if (!strcmp(argv[i], "--seed")) {
+            const char *v = need_arg(argc, argv, &i);
+            char *end;
+            errno = 0;
+            long long s = strtoll(v, &end, 10);
+            if (errno || *end || s < 0 || end == v)
+                die_usage("--seed: '%s' is not a non-negative integer", v);
+            snprintf(seedbuf, sizeof seedbuf, "seed=%lld", s);
+            sets[nsets++] = seedbuf;
+        } else if (!strcmp(argv[i], "--dry-run")) {
+            dry = true;
+        } else if (!strcmp(argv[i], "--quiet")) {
+            quiet = true;
+        } else if (!strcmp(argv[i], "--trace")) {
+            trace = need_arg(argc, argv, &i);
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            die_usage("run: unknown option '%s'", argv[i]);
+        } else if (!file) {
+            file = argv[i];
+        } else {
+            die_usage("run: more than one pipeline file ('%s')", argv[i]);
+        }
+    }
+    if (!file)
+        die_usage("%s", "run: which pipeline? (dfx run PIPELINE.yaml)");
+
+    dfx_pipeline *p;
+    dfx_status st = dfx_pipeline_load(&p, file);
+    if (st) {
+        free(sets);
+        return fail(st);
+    }
+    int rc = apply_overrides(p, sets, nsets);
+    free(sets);
+    dfx_registry *reg = NULL;
+    if (!rc) {
+        reg = open_registry();
+        st = dfx_pipeline_resolve(p, reg);
+        rc = st ? fail(st) : 0;
+    }
+    if (!rc && dry) {
+        st = dfx_pipeline_write_resolved(p, stdout);
+        rc = st ? fail(st) : 0;
+    } else if (!rc) {
+        dfx_run_params rp;
+        dfx_run_params_init(&rp);
+        rp.trace_path = trace;
+        rp.progress = quiet ? NULL : stderr;
+        rp.progress_tty = isatty(STDERR_FILENO);
+        install_sigint();
+        st = dfx_pipeline_run(p, &rp);
+        rc = st ? fail(st) : 0;
+    }
+    dfx_pipeline_destroy(p);
+    dfx_registry_destroy(reg);
+    return rc;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    dfx_kind kinds[3] = {DFX_KIND_SCHEDULER, DFX_KIND_SAMPLER, DFX_KIND_MODEL};
+    int nk = 3;
+    if (argc > 2)
+        die_usage("%s", "list takes at most one KIND");
+    if (argc == 2) {
+        if (!dfx_kind_parse(argv[1], &kinds[0]))
+            die_usage("list: unknown kind '%s' (scheduler, sampler, model)", argv[1]);
+        nk = 1;
+    }
+    dfx_registry *reg = open_registry();
+    for (int k = 0; k < nk; k++) {
+        const dfx_component *cs[512];
+        size_t n = dfx_registry_list(reg, kinds[k], cs, 512);
+        printf("%s%ss:\n", k ? "\n" : "", dfx_kind_name(kinds[k]));
+        for (size_t i = 0; i < n && i < 512; i++) {
+            const dfx_plugin *pl = dfx_registry_plugin_of(reg, cs[i]);
+            printf("  %-18s %-10s %s\n", cs[i]->name, pl ? pl->name : "?", cs[i]->summary);
+        }
+    }
+    dfx_registry_destroy(reg);
+    return 0;
+}
+
+static int cmd_describe(int argc, char **argv)
+{
+    dfx_kind kind;
+    if (argc != 3)
+        die_usage("%s", "describe needs KIND and NAME (e.g. dfx describe sampler ddim)");
+    if (!dfx_kind_parse(argv[1], &kind))
+        die_usage("describe: unknown kind '%s' (scheduler, sampler, model)", argv[1]);
+    dfx_registry *reg = open_registry();
+    const dfx_component *c = dfx_registry_find(reg, kind, argv[2]);
+    int rc = 0;
+    if (!c) {
+        fprintf(stderr, "dfx: error: no %s named '%s'; `dfx list %s` shows them\n", argv[1], argv[2], argv[1]);
+        rc = EXIT_FAILURE;
+    } else {
+        const dfx_plugin *pl = dfx_registry_plugin_of(reg, c);
+        dfx_component_describe(c, stdout);
+        printf("\n  from plugin '%s' %s (%s), %s\n", pl->name, pl->version ? pl->version : "",
+               pl->license ? pl->license : "no licence given", dfx_registry_origin(reg, c));
+    }
+    dfx_registry_destroy(reg);
+    return rc;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    if (argc != 2)
+        die_usage("%s", "inspect needs one FILE.safetensors");
+    dfx_safetensors *st_file;
+    dfx_status st = dfx_safetensors_open(argv[1], &st_file);
+    if (st)
+        return fail(st);
+    int64_t n = dfx_safetensors_count(st_file);
+    size_t total = 0;
+    printf("%s: %lld tensors\n", argv[1], (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        dfx_tensor v;
+        const char *name = dfx_safetensors_name(st_file, i);
+        char shape[256];
+        dfx_safetensors_view(st_file, name, &v);
+        total += dfx_tensor_nbytes(&v);
+        printf("  %-60s %-8s %s\n", name, dfx_dtype_name(v.dtype), dfx_tensor_shape_str(&v, shape, sizeof shape));
+    }
+    printf("  %zu bytes of data\n", total);
+    int64_t m = dfx_safetensors_metadata_count(st_file);
+    if (m)
+        printf("metadata:\n");
+    for (int64_t i = 0; i < m; i++) {
+        const char *k = dfx_safetensors_metadata_key(st_file, i);
+        const char *v = dfx_safetensors_metadata(st_file, k);
+        size_t len = strlen(v);
+        printf("  %s: %.*s%s\n", k, len > 200 ? 200 : (int)len, v, len > 200 ? " ..." : "");
+    }
+    dfx_safetensors_close(st_file);
+    return 0;
+}
+
+static int cmd_schedule(int argc, char **argv)
+{
+    const char *config = NULL, *dump = NULL, *steps = NULL;
+    char **sets = calloc((size_t)argc + 4, sizeof *sets);
+    int nsets = 0;
+    char stepbuf[64], dumpbuf[4096];
+    if (!sets)
+        return EXIT_FAILURE;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--steps"))
+            steps = need_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "--dump"))
+            dump = need_arg(argc, argv, &i);
+        else if (!strcmp(argv[i], "--set"))
+            sets[nsets++] = (char *)need_arg(argc, argv, &i);
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("schedule: unknown option '%s'", argv[i]);
+        else if (!config)
+            config = argv[i];
+        else
+            die_usage("schedule: more than one CONFIG ('%s')", argv[i]);
+    }
+    if (!config)
+        die_usage("%s", "schedule: which config? (a scheduler_config.json or a pipeline .yaml)");
+    if (steps) {
+        snprintf(stepbuf, sizeof stepbuf, "scheduler.steps=%s", steps);
+        sets[nsets++] = stepbuf;
+    }
+    if (dump) {
+        snprintf(dumpbuf, sizeof dumpbuf, "output.path='%s'", dump);
+        sets[nsets++] = dumpbuf;
+    }
+    dfx_pipeline *p;
+    dfx_status st;
+    size_t len = strlen(config);
+    if (len > 5 && !strcmp(config + len - 5, ".json")) {
+        /* a diffusers config: a schedule-only pipeline around it */
+        char *yaml = NULL;
+        size_t ylen = 0;
+        FILE *f = open_memstream(&yaml, &ylen);
+        if (!f)
+            return EXIT_FAILURE;
+        fprintf(f, "dfx: 1\npipeline: schedule\nscheduler:\n  config: \"");
+        for (const char *c = config; *c; c++)
+            fprintf(f, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+        fprintf(f, "\"\n");
+        fclose(f);
+        st = dfx_pipeline_parse(&p, yaml, ylen, "dfx schedule");
+        free(yaml);
+    } else {
+        st = dfx_pipeline_load(&p, config);
+        /* the schedule view of a pipeline: its model and sampler are not built */
+        if (!st)
+            st = dfx_pipeline_set(p, "pipeline=schedule");
+    }
+    if (st) {
+        free(sets);
+        return fail(st);
+    }
+    int rc = apply_overrides(p, sets, nsets);
+    free(sets);
+    dfx_registry *reg = NULL;
+    if (!rc) {
+        reg = open_registry();
+        st = dfx_pipeline_resolve(p, reg);
+        if (!st)
+            st = dfx_pipeline_run(p, NULL);
+        rc = st ? fail(st) : 0;
+    }
+    dfx_pipeline_destroy(p);
+    dfx_registry_destroy(reg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    while (i < argc && !strcmp(argv[i], "--plugin-dir")) {
+        if (i + 1 >= argc)
+            die_usage("%s", "--plugin-dir needs a folder");
+        if (nplugin_dirs < sizeof plugin_dirs / sizeof *plugin_dirs)
+            plugin_dirs[nplugin_dirs++] = argv[i + 1];
+        i += 2;
+    }
+    if (i >= argc || !strcmp(argv[i], "help") || !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        fputs(usage_text, i >= argc ? stderr : stdout);
+        return i >= argc ? EXIT_USAGE : 0;
+    }
+    const char *cmd = argv[i];
+    int sub_argc = argc - i;
+    char **sub_argv = argv + i;
+    if (!strcmp(cmd, "run"))
+        return cmd_run(sub_argc, sub_argv);
+    if (!strcmp(cmd, "list"))
+        return cmd_list(sub_argc, sub_argv);
+    if (!strcmp(cmd, "describe"))
+        return cmd_describe(sub_argc, sub_argv);
+    if (!strcmp(cmd, "inspect"))
+        return cmd_inspect(sub_argc, sub_argv);
+    if (!strcmp(cmd, "schedule"))
+        return cmd_schedule(sub_argc, sub_argv);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("dfx %s (plugin ABI %u, BLAS %s)\n", DFX_VERSION, DFX_ABI_VERSION, dfx_ops_blas_core());
+        return 0;
+    }
+    die_usage("unknown command '%s'", cmd);
+    return EXIT_USAGE;
+}
