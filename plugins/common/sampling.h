@@ -1,0 +1,115 @@
+/* Helpers shared by the built-in samplers (header-only, not installed):
+ * level arithmetic and the optional clipping / thresholding of x0 that
+ * diffusers' schedulers offer. */
+#ifndef DFX_PLUGINS_SAMPLING_H
+#define DFX_PLUGINS_SAMPLING_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include "dfx/plugin.h"
+
+/* sqrt(alpha^2 + sigma^2): divides a level into its variance-preserving form
+ * (alpha_bar = (alpha / norm)^2). */
+static inline double level_norm(const dfx_level *l)
+{
+    return sqrt(l->alpha * l->alpha + l->sigma * l->sigma);
+}
+
+/* sigma / alpha: the noise level in variance-exploding (k-diffusion) form. */
+static inline double level_sigma_ve(const dfx_level *l)
+{
+    return l->alpha > 0 ? l->sigma / l->alpha : INFINITY;
+}
+
+/* A level rescaled to alpha = 1 (the variance-exploding parametrisation). */
+static inline dfx_level level_ve(const dfx_level *l)
+{
+    return (dfx_level){l->t_model, 1.0, level_sigma_ve(l)};
+}
+
+/* Options and state for clipping or dynamically thresholding x0. */
+typedef struct x0_fix {
+    bool clip;
+    double clip_range;
+    bool threshold;
+    double threshold_ratio;
+    double threshold_max;
+    float *scratch;
+} x0_fix;
+
+#define X0_FIX_OPTIONS(type, field)                                                                   \
+    DFX_OPTION_BOOL("clip_sample", offsetof(type, field.clip), false,                                \
+                    "clamp the predicted x0 to [-clip_sample_range, clip_sample_range]"),           \
+    DFX_OPTION_FLOAT("clip_sample_range", offsetof(type, field.clip_range), 1.0, 0, INFINITY,        \
+                     "bound for clip_sample"),                                                        \
+    DFX_OPTION_BOOL("thresholding", offsetof(type, field.threshold), false,                          \
+                    "dynamic thresholding of x0 (Imagen, Saharia et al. 2022)"),                     \
+    DFX_OPTION_FLOAT("dynamic_thresholding_ratio", offsetof(type, field.threshold_ratio), 0.995, 0, \
+                     1, "quantile of |x0| used as the threshold"),                                    \
+    DFX_OPTION_FLOAT("sample_max_value", offsetof(type, field.threshold_max), 1.0, 1, INFINITY,      \
+                     "largest threshold")
+
+static inline dfx_status x0_fix_check(const x0_fix *f)
+{
+    if (f->clip && f->threshold)
+        return dfx_error_set(DFX_ERR_CONFIG, "clip_sample and thresholding exclude each other; pick one");
+    return DFX_OK;
+}
+
+/* Applies the configured fix to x0 [B, ...] in place. */
+static inline dfx_status x0_fix_apply(x0_fix *f, dfx_tensor *x0)
+{
+    int64_t n = dfx_tensor_numel(x0);
+    if (f->clip)
+        dfx_ops_clamp(x0->data, -f->clip_range, f->clip_range, n);
+    if (f->threshold) {
+        int64_t batch = x0->ndim ? x0->shape[0] : 1, per = n / (batch ? batch : 1);
+        if (!f->scratch && !(f->scratch = malloc((size_t)per * sizeof(float))))
+            return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        dfx_ops_dynamic_threshold(x0->data, batch, per, f->threshold_ratio, f->threshold_max,
+                                  f->scratch);
+    }
+    return DFX_OK;
+}
+
+static inline void x0_fix_release(x0_fix *f)
+{
+    free(f->scratch);
+    f->scratch = NULL;
+}
+
+/* Creates `n` scratch tensors shaped like x; on failure destroys the ones
+ * made. */
+static inline dfx_status scratch_create(const dfx_tensor *x, dfx_tensor **t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        dfx_status st = dfx_tensor_create_like(&t[i], x);
+        if (st) {
+            while (i--)
+                dfx_tensor_destroy(t[i]);
+            return st;
+        }
+    }
+    return DFX_OK;
+}
+
+static inline void scratch_destroy(dfx_tensor **t, int n)
+{
+    for (int i = 0; i < n; i++)
+        dfx_tensor_destroy(t[i]);
+}
+
+/* Defines the descriptor and entry point of a plugin with one component. */
+#define DFX_SINGLE_COMPONENT_PLUGIN(plugin_name, component)                      \
+    static const dfx_component *const plugin_components_[] = {&(component), NULL}; \
+    static const dfx_plugin plugin_descriptor_ = {                                \
+        DFX_ABI_VERSION, sizeof(dfx_plugin), plugin_name, "1.0", "MIT",          \
+        plugin_components_};                                                     \
+    DFX_PLUGIN_EXPORT const dfx_plugin *dfx_plugin_entry(void)                   \
+    {                                                                            \
+        return &plugin_descriptor_;                                              \
+    }
+
+#endif
