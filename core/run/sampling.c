@@ -23,6 +23,7 @@ struct dfx_sampling {
     dfx_tensor *input;   /* model input */
     dfx_tensor *raw;     /* model output (2C channels with learned variance) */
     double *tvec;        /* t_model per batch item */
+    double *svec;        /* sigma/alpha per batch item */
     int64_t evals;
     int64_t reports;
 };
@@ -56,7 +57,8 @@ dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *
         return st;
     }
     s->tvec = calloc((size_t)like->shape[0], sizeof *s->tvec);
-    if (!s->tvec) {
+    s->svec = calloc((size_t)like->shape[0], sizeof *s->svec);
+    if (!s->tvec || !s->svec) {
         dfx__sampling_destroy(s);
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     }
@@ -71,6 +73,7 @@ void dfx__sampling_destroy(dfx_sampling *s)
     dfx_tensor_destroy(s->input);
     dfx_tensor_destroy(s->raw);
     free(s->tvec);
+    free(s->svec);
     free(s);
 }
 
@@ -120,9 +123,12 @@ dfx_status dfx_sampling_denoise(dfx_sampling *s, const dfx_tensor *x, const dfx_
         for (int64_t i = 0; i < n; i++)
             in[i] = xd[i] / kf;
     }
-    for (int64_t i = 0; i < batch; i++)
+    for (int64_t i = 0; i < batch; i++) {
         s->tvec[i] = lv->t_model;
-    if ((st = s->mops->predict(s->mpriv, s->input, s->tvec, NULL, s->raw)))
+        s->svec[i] = lv->alpha > 0 ? lv->sigma / lv->alpha : INFINITY;
+    }
+    const dfx_model_input mi = {s->input, s->tvec, s->svec, NULL};
+    if ((st = s->mops->predict(s->mpriv, &mi, s->raw)))
         return dfx_error_prefix(st, "%s: ", s->mname);
     s->evals++;
     if (!dfx_ops_all_finite(s->raw->data, dfx_tensor_numel(s->raw)))

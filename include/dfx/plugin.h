@@ -161,14 +161,22 @@ typedef struct dfx_model_info {
  * conditioner interface. Models that take none ignore it (it may be NULL). */
 typedef struct dfx_cond dfx_cond;
 
+/* One model evaluation's input. */
+typedef struct dfx_model_input {
+    const dfx_tensor *x;     /* [B, ...], scaled as info.input_scale says */
+    const double *t_model;   /* [B] what the network is fed (see dfx_level) */
+    const double *sigma;     /* [B] the noise level of x as sigma/alpha; networks
+                                ignore it, analytic models (gmm) need it */
+    const dfx_cond *cond;    /* conditioning, or NULL */
+} dfx_model_input;
+
 typedef struct dfx_model_ops {
     /* required: describes the network; called after init */
     void (*info)(void *priv, dfx_model_info *info);
-    /* required: out = network(x, t_model) for a batch x [B, ...] with one
-     * t_model per item; out is preallocated (C doubled with learned variance).
-     * Called from one thread at a time. */
-    dfx_status (*predict)(void *priv, const dfx_tensor *x, const double *t_model,
-                          const dfx_cond *cond, dfx_tensor *out);
+    /* required: out = network(in) for a batch; out is preallocated with x's
+     * shape (C doubled with learned variance). Called from one thread at a
+     * time. */
+    dfx_status (*predict)(void *priv, const dfx_model_input *in, dfx_tensor *out);
     /* optional: log-density of the data distribution at points x [N, D]
      * (analytic models; used to draw the density under a scatter plot) */
     dfx_status (*log_density)(void *priv, const dfx_tensor *x, double *out);

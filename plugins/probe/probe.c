@@ -43,11 +43,11 @@ static void affine(float *out, const float *x, int64_t n, double a, double c)
         out[i] = x[i] * af + cf;
 }
 
-static dfx_status probe_predict(void *priv, const dfx_tensor *x, const double *t_model,
-                                const dfx_cond *cond, dfx_tensor *out)
+static dfx_status probe_predict(void *priv, const dfx_model_input *in, dfx_tensor *out)
 {
     const probe *p = priv;
-    (void)cond;
+    const dfx_tensor *x = in->x;
+    const double *t_model = in->t_model;
     const int64_t batch = x->shape[0], per = dfx_tensor_numel(x) / batch;
     for (int64_t b = 0; b < batch; b++) {
         const float *xb = (const float *)x->data + b * per;
