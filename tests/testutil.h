@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dfx/dfx.h"
@@ -48,8 +51,64 @@ static inline const char *test_require_fixtures(const char *suite)
 static inline const char *test_fixture(const char *rel)
 {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/%s", test_fixtures_dir(), rel);
+    int n = snprintf(buf, sizeof buf, "%s/%s", test_fixtures_dir(), rel);
+    ck_assert_msg(n > 0 && (size_t)n < sizeof buf, "fixture path too long: %s", rel);
     return buf;
+}
+
+/* A fresh temporary folder (mkdtemp under $TMPDIR or /tmp); the caller
+ * removes it with test_rmtree. */
+static inline char *test_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/dfx-test-XXXXXX", base && *base ? base : "/tmp");
+    char *d = mkdtemp(tmpl);
+    ck_assert_msg(d != NULL, "mkdtemp failed");
+    return strdup(d);
+}
+
+static inline void test_rmtree(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Runs argv (argv[0] is the program path) with stdin from /dev/null and
+ * returns its exit status (128 + signal when killed); *out and *err receive
+ * heap copies of what it printed (pass NULL to drop them). */
+static inline int test_run(char *const argv[], char **out, char **err)
+{
+    char tmpl_o[] = "/tmp/dfx-out-XXXXXX", tmpl_e[] = "/tmp/dfx-err-XXXXXX";
+    int fo = mkstemp(tmpl_o), fe = mkstemp(tmpl_e);
+    ck_assert(fo >= 0 && fe >= 0);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDONLY);
+        dup2(nul, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    char **dst[2] = {out, err};
+    int fds[2] = {fo, fe};
+    for (int i = 0; i < 2; i++) {
+        off_t len = lseek(fds[i], 0, SEEK_END);
+        if (dst[i]) {
+            *dst[i] = calloc((size_t)len + 1, 1);
+            ck_assert(*dst[i] != NULL);
+            ck_assert_int_eq(pread(fds[i], *dst[i], (size_t)len, 0), len);
+        }
+        close(fds[i]);
+    }
+    unlink(tmpl_o);
+    unlink(tmpl_e);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* Largest |a[i] - b[i]| over n floats (NaN counts as infinite). */
