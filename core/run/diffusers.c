@@ -315,7 +315,8 @@ static dfx_status beta_scheduler(ctx *c, char *prediction)
         return st;
     if (c->cls & (C_DDIM | C_PNDM) && (st = put(c, c->sched, "final", v[ALPHA_TO_ONE].b ? "clean" : "first", ALPHA_TO_ONE)))
         return st;
-    if (kd && (st = put(c, c->sched, "init_noise", spacing == 0 ? "unit" : "sigma", SPACING)))
+    if (kd && ((st = put(c, c->sched, "init_noise", spacing == 0 ? "unit" : "sigma", SPACING)) ||
+               (st = put(c, c->sched, "levels", "ve", NO_FIELD))))
         return st;
     if (c->cls & fields[KARRAS].cls) {
         bool lu = (c->cls & C_DPM) && v[LU].b && !v[KARRAS].b;

@@ -720,7 +720,9 @@ static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
                : sops->init_noise && sops->init_noise(p->sampler.priv) == DFX_INIT_NOISE_SIGMA ? SCALE_SIGMA
                                                                                               : SCALE_UNIT;
     const dfx_level *l0 = &sched.levels[0];
-    double k = mode == SCALE_SIGMA ? l0->sigma : sqrt(l0->alpha * l0->alpha + l0->sigma * l0->sigma);
+    double k = mode != SCALE_SIGMA ? sqrt(l0->alpha * l0->alpha + l0->sigma * l0->sigma)
+               : sched.init_sigma > 0 ? sched.init_sigma
+                                      : l0->sigma;
     if ((float)k != 1.0f)
         dfx_ops_scale(x->data, x->data, k, dfx_tensor_numel(x));
 

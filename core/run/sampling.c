@@ -22,6 +22,7 @@ struct dfx_sampling {
     dfx__progress *progress;
     dfx_tensor *input;   /* model input */
     dfx_tensor *raw;     /* model output (2C channels with learned variance) */
+    dfx_tensor *pred;    /* with learned variance: the prediction channels */
     double *tvec;        /* t_model per batch item */
     double *svec;        /* sigma/alpha per batch item */
     int64_t evals;
@@ -52,7 +53,8 @@ dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *
     if (s->info.learned_variance)
         shape[1] *= 2;
     if ((st = dfx_tensor_create_like(&s->input, like)) ||
-        (st = dfx_tensor_create(&s->raw, DFX_DTYPE_F32, like->ndim, shape))) {
+        (st = dfx_tensor_create(&s->raw, DFX_DTYPE_F32, like->ndim, shape)) ||
+        (s->info.learned_variance && (st = dfx_tensor_create_like(&s->pred, like)))) {
         dfx__sampling_destroy(s);
         return st;
     }
@@ -72,6 +74,7 @@ void dfx__sampling_destroy(dfx_sampling *s)
         return;
     dfx_tensor_destroy(s->input);
     dfx_tensor_destroy(s->raw);
+    dfx_tensor_destroy(s->pred);
     free(s->tvec);
     free(s->svec);
     free(s);
@@ -146,8 +149,8 @@ dfx_status dfx_sampling_denoise(dfx_sampling *s, const dfx_tensor *x, const dfx_
     dfx_tensor pred_view = *s->input, *pred = &pred_view;
     dfx_tensor *eps_out = out->eps, *x0 = out->x0;
     if (s->info.learned_variance) {
-        take_channels(x0, s->raw, 0);
-        pred = x0;
+        take_channels(s->pred, s->raw, 0);
+        pred = s->pred;
         if (out->var)
             take_channels(out->var, s->raw, x->shape[1]);
     } else {
@@ -173,7 +176,10 @@ dfx_status dfx_sampling_denoise(dfx_sampling *s, const dfx_tensor *x, const dfx_
         break;
     }
     case DFX_PREDICTION_SCORE:
-        /* the network's output is grad log p(input): eps = -b score */
+        /* the network's output is grad log p(input): eps = -b score, and the
+         * score of x itself is that divided by the input scale k */
+        if (out->score)
+            dfx_ops_scale(out->score->data, p, 1 / k, n);
         if (eps_out)
             dfx_ops_scale(eps_out->data, p, -b, n);
         {
@@ -186,6 +192,20 @@ dfx_status dfx_sampling_denoise(dfx_sampling *s, const dfx_tensor *x, const dfx_
             memcpy(eps_out->data, p, (size_t)n * sizeof(float));
         sub_div(x0->data, xd, lv->sigma, p, lv->alpha, n);
         break;
+    }
+    if (out->score && s->prediction != DFX_PREDICTION_SCORE) {
+        /* score = -eps / sigma, from the eps just computed or from x0 */
+        const float *e = s->prediction == DFX_PREDICTION_EPSILON ? p : eps_out ? eps_out->data : NULL;
+        if (e) {
+            const float sf = (float)-lv->sigma;
+            float *sc = out->score->data;
+            for (int64_t i = 0; i < n; i++)
+                sc[i] = e[i] / sf;
+        } else {
+            const float *const in2[2] = {xd, x0->data};
+            double c[2] = {-1 / (lv->sigma * lv->sigma), lv->alpha / (lv->sigma * lv->sigma)};
+            dfx_ops_lincomb(out->score->data, n, 2, c, in2);
+        }
     }
     if (s->progress)
         dfx__progress_tick(s->progress);

@@ -108,6 +108,9 @@ typedef struct dfx_schedule {
                                SDE dx = f x dt + g dW, or NULL */
     double *sde_g2;         /* [steps + 1] g(t)^2, or NULL */
     dfx_init_noise init_noise;
+    double init_sigma;      /* > 0: the scale DFX_INIT_NOISE_SIGMA uses (the
+                               reference's init_noise_sigma) instead of
+                               levels[0].sigma */
     bool float32;           /* the reference evaluates step coefficients in
                                float32 (diffusers); samplers that mirror a
                                diffusers scheduler then do the same, so their
@@ -195,6 +198,8 @@ typedef struct dfx_denoised {
     dfx_tensor *eps;   /* optional: the noise prediction */
     dfx_tensor *var;   /* optional: IDDPM's learned-range value v; an error
                           when the model does not learn its variance */
+    dfx_tensor *score; /* optional: grad log p(x) = -eps / sigma (a score
+                          model's own output, not a round trip through eps) */
 } dfx_denoised;
 
 /* Evaluates the denoiser on x at level lv (any parametrisation of the noise

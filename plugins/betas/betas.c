@@ -19,6 +19,7 @@ enum { BOUNDS_SPACED, BOUNDS_FULL };
 enum { INTERP_LINEAR, INTERP_LOG };
 enum { STEP_NEXT, STEP_STRIDE };
 enum { FINAL_CLEAN, FINAL_FIRST };
+enum { LEVELS_VP, LEVELS_VE };
 enum { FORMULA_LINEAR, FORMULA_SCALED_LINEAR, FORMULA_COSINE, FORMULA_SQRT };
 
 typedef struct betas {
@@ -42,6 +43,7 @@ typedef struct betas {
     int step;
     int final;
     int init_noise;
+    int levels;
 
     double *alpha_bar;    /* [train_steps] */
     double *sigma_ve;     /* [train_steps] sqrt((1 - a) / a), float32-rounded in F32 mode */
@@ -56,6 +58,7 @@ static const char *const interp_names[] = {"linear", "log", NULL};
 static const char *const step_names[] = {"next", "stride", NULL};
 static const char *const final_names[] = {"clean", "first", NULL};
 static const char *const init_names[] = {"auto", "unit", "sigma", NULL};
+static const char *const levels_names[] = {"vp", "ve", NULL};
 
 #define OFF(f) offsetof(betas, f)
 
@@ -107,7 +110,11 @@ static const char *const init_names[] = {"auto", "unit", "sigma", NULL};
                     "the level after the last step: clean data, or alpha_bar[0] (DDIM's "             \
                     "set_alpha_to_one: false)"),                                                      \
     DFX_OPTION_ENUM("init_noise", OFF(init_noise), 0, init_names,                                      \
-                    "initial noise scale: as the sampler prefers, unit variance, or sigma_max")
+                    "initial noise scale: as the sampler prefers, unit variance, or sigma_max"),            \
+    DFX_OPTION_ENUM("levels", OFF(levels), LEVELS_VP, levels_names,                                     \
+                    "parametrisation of the levels: vp (alpha = sqrt(alpha_bar)) or ve (alpha = 1, "    \
+                    "sigma = sqrt((1 - alpha_bar) / alpha_bar) in the table's precision, as "           \
+                    "k-diffusion and diffusers' Euler/Heun/LMS hold them)")
 
 static const dfx_option linear_options[] = {
     DFX_OPTION_FLOAT("beta_start", OFF(beta_start), 0.0001, 0, 1, "beta of the first training step"),
@@ -237,17 +244,27 @@ static dfx_status build_table(betas *b)
 
 /* ---- levels ------------------------------------------------------------ */
 
-static dfx_level level_from_alpha_bar(double abar, double t)
+/* The level at a noise level given as sigma/alpha, in the configured
+ * parametrisation. */
+static dfx_level level_from_sigma_ve(const betas *b, double s, double t)
 {
-    return (dfx_level){t, sqrt(abar), sqrt(1 - abar)};
-}
-
-static dfx_level level_from_sigma_ve(double s, double t)
-{
+    if (b->levels == LEVELS_VE)
+        return (dfx_level){t, 1, s};
     if (isinf(s))
         return (dfx_level){t, 0, 1};
     double a = 1 / sqrt(1 + s * s);
     return (dfx_level){t, a, s * a};
+}
+
+/* The level of training step i (i = -1: the clean end). */
+static dfx_level level_at_step(const betas *b, int64_t i, double t)
+{
+    if (i < 0)
+        return (dfx_level){t, 1, 0};
+    if (b->levels == LEVELS_VE)
+        return (dfx_level){t, 1, b->sigma_ve[i]};
+    double abar = b->alpha_bar[i];
+    return (dfx_level){t, sqrt(abar), sqrt(1 - abar)};
 }
 
 /* sigma at a fractional training time: numpy.interp over the table, or
@@ -275,9 +292,9 @@ static dfx_status betas_level_at(void *priv, double t, dfx_level *out)
         return dfx_error_set(DFX_ERR_RANGE, "timestep %g is outside the training range [0, %lld]", t,
                              (long long)(b->train_steps - 1));
     if (t == floor(t))
-        *out = level_from_alpha_bar(b->alpha_bar[(int64_t)t], t);
+        *out = level_at_step(b, (int64_t)t, t);
     else
-        *out = level_from_sigma_ve(sigma_at(b, t), t);
+        *out = level_from_sigma_ve(b, sigma_at(b, t), t);
     return DFX_OK;
 }
 
@@ -411,7 +428,7 @@ static dfx_status spaced_timesteps(const betas *b, int64_t steps, double *ts, bo
         double step = m > 1 ? (double)(last - 1) / (double)(m - 1) : 0;
         for (int64_t i = 0; i < steps; i++) {
             int64_t k = m - 1 - i; /* numpy.linspace, reversed */
-            double v = k == m - 1 ? (double)(last - 1) : (double)k * step;
+            double v = k == m - 1 && m > 1 ? (double)(last - 1) : (double)k * step;
             if (b->round_timesteps) {
                 ts[i] = rint(v);
             } else {
@@ -452,14 +469,14 @@ static dfx_status betas_plan(void *priv, int64_t steps, dfx_schedule *s)
     if (b->sigmas == SIGMAS_DEFAULT) {
         for (int64_t i = 0; i < steps; i++)
             s->levels[i] = fractional && ts[i] != floor(ts[i])
-                               ? level_from_sigma_ve((float)sigma_at(b, ts[i]), ts[i])
-                               : level_from_alpha_bar(b->alpha_bar[(int64_t)ts[i]], ts[i]);
+                               ? level_from_sigma_ve(b, (float)sigma_at(b, ts[i]), ts[i])
+                               : level_at_step(b, (int64_t)ts[i], ts[i]);
     } else {
         double hi = b->sigma_bounds == BOUNDS_FULL ? b->sigma_ve[T - 1] : sigma_at(b, ts[0]);
         double lo = b->sigma_bounds == BOUNDS_FULL ? b->sigma_ve[0] : sigma_at(b, ts[steps - 1]);
         hi = isnan(b->sigma_max) ? hi : b->sigma_max;
         lo = isnan(b->sigma_min) ? lo : b->sigma_min;
-        if (!(lo > 0 && hi > lo)) {
+        if (!(lo > 0 && hi >= lo)) {
             free(ts);
             return dfx_error_set(DFX_ERR_CONFIG, "sigma range [%g, %g] is empty or not positive", lo, hi);
         }
@@ -476,18 +493,17 @@ static dfx_status betas_plan(void *priv, int64_t steps, dfx_schedule *s)
             betas_t_model_of(b, sig, &t);
             if (b->round_timesteps)
                 t = rint(t);
-            s->levels[i] = level_from_sigma_ve((float)sig, t);
+            s->levels[i] = level_from_sigma_ve(b, (float)sig, t);
         }
     }
 
-    dfx_level end = b->final == FINAL_FIRST ? level_from_alpha_bar(b->alpha_bar[0], -1)
-                                            : (dfx_level){-1, 1, 0};
+    dfx_level end = level_at_step(b, b->final == FINAL_FIRST ? 0 : -1, -1);
     s->levels[steps] = end;
     for (int64_t i = 0; i < steps; i++) {
         s->targets[i] = s->levels[i + 1];
         if (b->step == STEP_STRIDE) {
             double prev = s->levels[i].t_model - (double)(T / steps);
-            s->targets[i] = prev >= 0 ? level_from_alpha_bar(b->alpha_bar[(int64_t)prev], prev) : end;
+            s->targets[i] = prev >= 0 ? level_at_step(b, (int64_t)prev, prev) : end;
             s->targets[i].t_model = prev;
         }
     }

@@ -29,6 +29,24 @@ static inline dfx_level level_ve(const dfx_level *l)
     return (dfx_level){l->t_model, 1.0, level_sigma_ve(l)};
 }
 
+/* d = (x - x0) / sigma in float, as the k-diffusion-style schedulers of
+ * diffusers compute their derivative (the same roundings, not just the
+ * same value). */
+static inline void derivative(float *d, const float *x, const float *x0, double sigma, int64_t n)
+{
+    const float s = (float)sigma;
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (x[i] - x0[i]) / s;
+}
+
+/* x += d * dt in float. */
+static inline void add_scaled(float *x, const float *d, double dt, int64_t n)
+{
+    const float t = (float)dt;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] + d[i] * t;
+}
+
 /* Options and state for clipping or dynamically thresholding x0. */
 typedef struct x0_fix {
     bool clip;

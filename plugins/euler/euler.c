@@ -54,11 +54,10 @@ static dfx_status euler_sample(void *priv, dfx_sampling *s, const dfx_schedule *
         dfx_denoised out = {.x0 = x0};
         if ((st = dfx_sampling_denoise(s, x, &lv, &out)))
             break;
-        /* d = (x - x0) / sigma; x += d (next - sigma) */
-        double dt = next - sig;
-        const float *in[2] = {xd, x0->data};
-        double c[2] = {1 + dt / sig, -dt / sig};
-        dfx_ops_lincomb(xd, n, 2, c, in);
+        /* d = (x - x0) / sigma; x += d (next - sigma), with diffusers'
+         * float32 sigmas and roundings */
+        derivative(x0->data, xd, x0->data, sig, n);
+        add_scaled(xd, x0->data, (double)((float)next - (float)sig), n);
         st = dfx_sampling_report(s, x);
     }
     if (!st)

@@ -31,17 +31,16 @@ static dfx_status ea_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc,
     dfx_ops_scale(xd, xd, 1 / sc->levels[0].alpha, n);
     for (int64_t i = 0; i < sc->steps && !st; i++) {
         dfx_level lv = level_ve(&sc->levels[i]);
-        double sig = lv.sigma, to = level_sigma_ve(&sc->targets[i]);
-        double up = p->eta * sqrt(to * to * (sig * sig - to * to) / (sig * sig));
+        /* sigma_up and sigma_down as diffusers computes them, in float32 */
+        const float sig = (float)lv.sigma, to = (float)level_sigma_ve(&sc->targets[i]);
+        float up = (float)p->eta * sqrtf(to * to * (sig * sig - to * to) / (sig * sig));
         up = up < to ? up : to;
-        double down = sqrt(to * to - up * up);
+        const float down = sqrtf(to * to - up * up);
         dfx_denoised out = {.x0 = x0};
         if ((st = dfx_sampling_denoise(s, x, &lv, &out)))
             break;
-        double dt = down - sig;
-        const float *in[2] = {xd, x0->data};
-        double c[2] = {1 + dt / sig, -dt / sig};
-        dfx_ops_lincomb(xd, n, 2, c, in);
+        derivative(x0->data, xd, x0->data, sig, n);
+        add_scaled(xd, x0->data, down - sig, n);
         if ((st = dfx_sampling_noise(s, noise)))
             break;
         dfx_ops_axpby(xd, p->s_noise * up, noise->data, 1.0, n);

@@ -39,24 +39,24 @@ static dfx_status heun_sample(void *priv, dfx_sampling *s, const dfx_schedule *s
     dfx_ops_scale(xd, xd, 1 / sc->levels[0].alpha, n);
     for (int64_t i = 0; i < sc->steps && !st; i++) {
         dfx_level lv = level_ve(&sc->levels[i]), to = level_ve(&sc->targets[i]);
-        double sig = lv.sigma, next = to.sigma, dt = next - sig;
+        double sig = lv.sigma, next = to.sigma;
         dfx_denoised out = {.x0 = x0};
         if ((st = dfx_sampling_denoise(s, x, &lv, &out)) || (st = x0_fix_apply(&p->fix, x0)))
             break;
-        /* d1 = (x - x0) / sigma */
-        const float *in[2] = {xd, x0->data};
-        double c[2] = {1 / sig, -1 / sig};
-        dfx_ops_lincomb(d1->data, n, 2, c, in);
+        /* the arithmetic of diffusers' HeunDiscreteScheduler, in float32 */
+        const float dtf = (float)next - (float)sig;
+        derivative(d1->data, xd, x0->data, sig, n);
         memcpy(start->data, xd, (size_t)n * sizeof(float));
-        dfx_ops_axpby(xd, dt, d1->data, 1.0, n);
+        add_scaled(xd, d1->data, dtf, n);
         if ((st = dfx_sampling_report(s, x)) || next == 0)
             continue;
         if ((st = dfx_sampling_denoise(s, x, &to, &out)) || (st = x0_fix_apply(&p->fix, x0)))
             break;
         /* x = start + dt (d1 + d2) / 2 with d2 = (x_pred - x0') / next */
-        const float *in2[4] = {start->data, d1->data, xd, x0->data};
-        double c2[4] = {1, dt / 2, dt / (2 * next), -dt / (2 * next)};
-        dfx_ops_lincomb(xd, n, 4, c2, in2);
+        derivative(x0->data, xd, x0->data, next, n);
+        float *sd = start->data, *a = d1->data, *b = x0->data;
+        for (int64_t k = 0; k < n; k++)
+            xd[k] = sd[k] + (a[k] + b[k]) / 2.0f * dtf;
         st = dfx_sampling_report(s, x);
     }
     if (!st)

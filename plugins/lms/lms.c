@@ -64,21 +64,22 @@ static dfx_status lms_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc
         for (int k = order - 1; k > 0; k--)
             ds[k] = ds[k - 1];
         ds[0] = oldest;
-        const float *in[2] = {xd, x0->data};
-        double c[2] = {1 / sig, -1 / sig};
-        dfx_ops_lincomb(ds[0]->data, n, 2, c, in);
+        derivative(ds[0]->data, xd, x0->data, sig, n);
         have = have < order ? have + 1 : order;
 
         double nodes[LMS_MAX_ORDER];
         for (int k = 0; k < have; k++)
             nodes[k] = level_sigma_ve(&sc->levels[i - k]);
-        const float *hist[LMS_MAX_ORDER + 1] = {xd};
-        double coef[LMS_MAX_ORDER + 1] = {1};
-        for (int k = 0; k < have; k++) {
-            hist[k + 1] = ds[k]->data;
-            coef[k + 1] = lagrange_integral(nodes, have, k, sig, next);
+        /* x + sum_k c_k d_k, the sum formed first as diffusers does */
+        float coef[LMS_MAX_ORDER];
+        for (int k = 0; k < have; k++)
+            coef[k] = (float)lagrange_integral(nodes, have, k, sig, next);
+        for (int64_t j = 0; j < n; j++) {
+            float acc = coef[0] * ((const float *)ds[0]->data)[j];
+            for (int k = 1; k < have; k++)
+                acc += coef[k] * ((const float *)ds[k]->data)[j];
+            xd[j] = xd[j] + acc;
         }
-        dfx_ops_lincomb(xd, n, have + 1, coef, hist);
         st = dfx_sampling_report(s, x);
     }
     if (!st)

@@ -65,23 +65,22 @@ static dfx_status pc_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc,
     dfx_status st = scratch_create(x, t, 3);
     if (st)
         return st;
-    dfx_tensor *x0 = t[0], *eps = t[1], *noise = t[2];
+    dfx_tensor *x0 = t[0], *score = t[1], *noise = t[2];
     const int64_t n = dfx_tensor_numel(x);
-    float *xd = x->data;
+    float *xd = x->data, *sd = score->data, *zd = noise->data;
 
     for (int64_t i = 0; i < sc->steps && !st; i++) {
         const dfx_level *lv = &sc->levels[i], *to = &sc->targets[i];
-        dfx_denoised out = {.x0 = x0, .eps = eps};
-        /* the score is -eps / sigma for x = alpha x0 + sigma eps */
+        dfx_denoised out = {.x0 = x0, .score = score};
         for (int64_t c = 0; p->corrector == CORR_LANGEVIN && c < p->corrector_steps && !st; c++) {
             if ((st = dfx_sampling_denoise(s, x, lv, &out)) || (st = dfx_sampling_noise(s, noise)))
                 break;
-            double grad = mean_item_norm(eps) / lv->sigma, znorm = mean_item_norm(noise);
-            double r = p->snr * znorm / grad;
-            double step = 2 * r * r;
-            const float *in[3] = {xd, eps->data, noise->data};
-            double coef[3] = {1, -step / lv->sigma, sqrt(2 * step)};
-            dfx_ops_lincomb(xd, n, 3, coef, in);
+            /* Algorithm 5: step = 2 (r |z| / |score|)^2, batch-averaged norms
+             * as score_sde and diffusers compute them, in float32 */
+            const float r = (float)p->snr * (float)mean_item_norm(noise) / (float)mean_item_norm(score);
+            const float step = r * r * 2.0f, amp = sqrtf(step * 2.0f);
+            for (int64_t k = 0; k < n; k++)
+                xd[k] = (xd[k] + step * sd[k]) + amp * zd[k];
             st = dfx_sampling_report(s, x);
         }
         if (st || p->predictor == PRED_NONE)
@@ -91,25 +90,34 @@ static dfx_status pc_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc,
         bool noisy = !(p->denoise_final && i == sc->steps - 1);
         if (noisy && (st = dfx_sampling_noise(s, noise)))
             break;
-        double c_x, c_eps, c_z;
+        float c_x, c_s, c_z;
         if (p->predictor == PRED_REVERSE_DIFFUSION) {
-            /* in the variance-exploding form x/alpha: mean = x + (s^2 - s_to^2) score,
-             * std = sqrt(s^2 - s_to^2); then back to the target's scale */
-            double sv = level_sigma_ve(lv), st_ = level_sigma_ve(to);
-            double g2 = sv * sv - st_ * st_;
-            c_x = to->alpha / lv->alpha;
-            c_eps = -to->alpha * g2 / sv;
-            c_z = to->alpha * sqrt(g2 > 0 ? g2 : 0);
+            /* eq. (46) in the variance-exploding form x/alpha: mean = x + g^2 score
+             * with g^2 = s^2 - s_to^2 (the score of x/alpha is alpha times x's),
+             * noise of std g; then back to the target's scale */
+            const float sv = (float)level_sigma_ve(lv), st_ = (float)level_sigma_ve(to);
+            const float g = sqrtf(sv * sv - st_ * st_);
+            const float ratio = (float)(to->alpha / lv->alpha);
+            c_x = ratio;
+            c_s = ratio * (float)(lv->alpha * lv->alpha) * (g * g);
+            c_z = (float)to->alpha * g;
         } else {
-            /* dx = (f x - g^2 score) dt + g dW over dt = t_to - t < 0 */
-            double dt = sc->time_to[i] - sc->time[i], f = sc->sde_f[i], g2 = sc->sde_g2[i];
-            c_x = 1 + f * dt;
-            c_eps = g2 * dt / lv->sigma;
-            c_z = sqrt(g2 * -dt);
+            /* dx = (f x - g^2 score) dt + g dW over dt = t_to - t < 0, in
+             * float32 with g^2 recomputed from g as score_sde does */
+            const double dtd = sc->time_to[i] - sc->time[i];
+            const float f = (float)sc->sde_f[i], g = sqrtf((float)sc->sde_g2[i]), dt = (float)dtd;
+            const float amp = g * (float)sqrt(-dtd);
+            for (int64_t k = 0; k < n; k++) {
+                float mean = xd[k] + (f * xd[k] - (g * g) * sd[k]) * dt;
+                xd[k] = noisy ? mean + amp * zd[k] : mean;
+            }
+            st = dfx_sampling_report(s, x);
+            continue;
         }
-        const float *in[3] = {xd, eps->data, noise->data};
-        double coef[3] = {c_x, c_eps, c_z};
-        dfx_ops_lincomb(xd, n, noisy ? 3 : 2, coef, in);
+        for (int64_t k = 0; k < n; k++) {
+            float mean = c_x * xd[k] + c_s * sd[k];
+            xd[k] = noisy ? mean + c_z * zd[k] : mean;
+        }
         st = dfx_sampling_report(s, x);
     }
     scratch_destroy(t, 3);

@@ -91,9 +91,9 @@ static dfx_status pndm_sample(void *priv, dfx_sampling *s, const dfx_schedule *s
         }
         if ((st = dfx_sampling_denoise(s, x, lv, &out)))
             break;
-        if (p->skip_prk && i == 0) {
-            /* first step: Euler to `to`, re-evaluate there, average the two
-             * estimates and redo the step from the start */
+        if (p->skip_prk && i == 0 && sc->steps > 1) {
+            /* first step (of several): Euler to `to`, re-evaluate there,
+             * average the two estimates and redo the step from the start */
             memcpy(start->data, xd, (size_t)n * sizeof(float));
             PUSH_ETS(eps);
             transfer(xd, start->data, lv, to, eps->data, n);
@@ -132,7 +132,7 @@ static dfx_status pndm_sample(void *priv, dfx_sampling *s, const dfx_schedule *s
 static int64_t pndm_evaluations(void *priv, const dfx_schedule *sc)
 {
     const pndm *p = priv;
-    return p->skip_prk ? sc->steps + 1 : sc->steps + 9;
+    return p->skip_prk ? sc->steps + (sc->steps > 1) : sc->steps + 9;
 }
 
 static const dfx_sampler_ops pndm_ops = {

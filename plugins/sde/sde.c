@@ -87,6 +87,7 @@ static dfx_status ve_plan(void *priv, int64_t steps, dfx_schedule *s)
         }
     }
     s->init_noise = DFX_INIT_NOISE_SIGMA;
+    s->init_sigma = v->sigma_max;
     free(t);
     free(ls);
     return DFX_OK;
@@ -137,7 +138,8 @@ static dfx_status vp_plan(void *priv, int64_t steps, dfx_schedule *s)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     dfx_ops_linspace_f32(t, 1.0, v->sampling_eps, steps);
     for (int64_t i = 0; i < steps; i++) {
-        double beta = v->beta_min + t[i] * (v->beta_max - v->beta_min);
+        /* beta(t) in float32, as score_sde evaluates it */
+        double beta = (float)v->beta_min + t[i] * (float)(v->beta_max - v->beta_min);
         s->levels[i] = vp_level(v, t[i]);
         s->time[i] = t[i];
         /* score_sde's Euler-Maruyama steps dt = -1/N whatever the grid */
