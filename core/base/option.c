@@ -103,7 +103,9 @@ const char *dfx__suggest(const char *word, const char *const *candidates,
         /* a prefix match ("spac" for "spacing") also helps */
         if (strlen(word) >= 3 && strncmp(candidates[i], word, strlen(word)) == 0)
             d = d < 1 ? d : 1;
-        if (d < best_d) {
+        /* on a tie, a candidate as long as the word wins ("stepz": steps) */
+        if (d < best_d || (d == best_d && best && strlen(best) != strlen(word) &&
+                           strlen(candidates[i]) == strlen(word))) {
             best_d = d;
             best = candidates[i];
         }
@@ -301,7 +303,11 @@ static dfx_status apply_one(const dfx_option *o, void *priv, const dfx__node *v,
                                : o->type == DFX_OPTION_TYPE_FLOAT ? "a number"
                                                                   : "a string");
     bool is_null = dfx__scalar_kind_of(v) == DFX__SCALAR_NULL;
-    if (is_null && !(o->flags & DFX_OPTION_NULLABLE))
+    /* a string without a default reads null as "unset", as dumps write it */
+    bool nullable = (o->flags & DFX_OPTION_NULLABLE) ||
+                    ((o->type == DFX_OPTION_TYPE_STRING || o->type == DFX_OPTION_TYPE_PATH) && !o->def_str &&
+                     !(o->flags & DFX_OPTION_REQUIRED));
+    if (is_null && !nullable)
         return value_error(v, what, o, "null is not allowed here: give a value");
     switch (o->type) {
     case DFX_OPTION_TYPE_BOOL: {
