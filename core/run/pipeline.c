@@ -693,8 +693,10 @@ static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
         goto done;
 
     if (p->init.noise) {
-        if ((st = read_tensor_ref(p->init.noise, &x)))
+        if ((st = read_tensor_ref(p->init.noise, &x))) {
+            dfx_error_prefix(st, "init.noise: ");
             goto done;
+        }
         dfx_tensor want = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
         if (!dfx_tensor_same_shape(x, &want)) {
             char a[128], b[128];
