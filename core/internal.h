@@ -20,15 +20,43 @@ typedef struct dfx__outfile {
     FILE *fp;
     char *path;
     char *tmp;
+    char *made;   /* the top folder open created, removed again on failure */
 } dfx__outfile;
 
-/* Creates the temporary file; f->fp is ready for writing. */
+/* Creates the missing folders above path and the temporary file; f->fp is
+ * ready for writing. */
 dfx_status dfx__outfile_open(dfx__outfile *f, const char *path);
 /* Flushes, syncs, closes and renames; on failure removes the temporary file
  * and leaves the destination untouched. Always releases f. */
 dfx_status dfx__outfile_commit(dfx__outfile *f);
 /* Closes and removes the temporary file. Safe after a failed open. */
 void dfx__outfile_abort(dfx__outfile *f);
+
+/* One PNG text chunk: key is a PNG keyword (1-79 printable ASCII characters,
+ * no leading, trailing or double spaces); value is UTF-8, written as tEXt
+ * when it is ASCII and as iTXt otherwise. */
+typedef struct dfx__png_text {
+    const char *key;
+    const char *value;
+} dfx__png_text;
+
+/* Writes an 8-bit PNG of width x height pixels, channels 1 (gray) or 3 (RGB),
+ * rows top to bottom without padding, with `ntext` text chunks. Atomic (see
+ * dfx__outfile): on any failure, libpng's included, no file is left at path
+ * or beside it, and the message names path. */
+dfx_status dfx__png_write(const char *path, const unsigned char *pixels, int width, int height,
+                          int channels, const dfx__png_text *text, int ntext);
+
+/* log p(x) for points x [N, 2] float32 into out[N]: dfx_model_ops.log_density's shape. */
+typedef dfx_status (*dfx__log_density_fn)(void *ctx, const dfx_tensor *x, double *out);
+
+/* Renders a scatter plot of n points (xy: x0, y0, x1, y1, ...) into rgb
+ * [height][width][3]: an equal-aspect view of the points' 0.5-99.5%
+ * quantile box with a margin, the data log-density shaded under them when
+ * log_density is not NULL (called once, with every pixel centre), a grid
+ * with tick labels, and the points as anti-aliased translucent dots. */
+dfx_status dfx__plot_points(unsigned char *rgb, int width, int height, const float *xy, int64_t n,
+                            dfx__log_density_fn log_density, void *ctx);
 
 /* Reads a whole file into a NUL-terminated heap buffer (*len excludes the
  * NUL). Errors name the path and the reason. */

@@ -604,10 +604,15 @@ START_TEST(test_write_errors)
     dfx_safetensors_close(st);
 
     /* and no temporary file was left beside it */
-    char tmp[160];
-    snprintf(tmp, sizeof tmp, "%s/no/such/dir/x.safetensors", tmpdir);
+    char tmp[160], plain[160];
+    snprintf(plain, sizeof plain, "%s/plain", tmpdir);
+    FILE *pf = fopen(plain, "w");
+    ck_assert_ptr_nonnull(pf);
+    fclose(pf);
+    snprintf(tmp, sizeof tmp, "%s/plain/dir/x.safetensors", tmpdir);
     ck_assert_int_eq(dfx_safetensors_write(tmp, 1, good_names, good, 0, NULL, NULL), DFX_ERR_IO);
-    ck_assert_ptr_nonnull(strstr(dfx_error_message(), "no/such/dir/x.safetensors"));
+    ck_assert_ptr_nonnull(strstr(dfx_error_message(), "plain/dir/x.safetensors"));
+    unlink(plain);
     dfx_tensor_destroy(t);
 }
 END_TEST

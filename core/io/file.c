@@ -43,12 +43,71 @@ dfx_status dfx__read_file(const char *path, char **data, size_t *len)
     return DFX_OK;
 }
 
+/* Creates the folders missing above path (as mkdir -p), so an output's
+ * folder need not exist beforehand. *made is the top folder it
+ * created (NULL when none), for remove_parents after a failed write. */
+static dfx_status make_parents(const char *path, char **made)
+{
+    *made = NULL;
+    char *dir = strdup(path);
+    if (!dir)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    char *slash = strrchr(dir, '/');
+    struct stat sb;
+    if (!slash || slash == dir || (*slash = '\0', stat(dir, &sb) == 0)) {
+        free(dir);
+        return DFX_OK;
+    }
+    dfx_status st = DFX_OK;
+    for (char *q = dir + 1;; q++) {
+        if (*q != '/' && *q != '\0')
+            continue;
+        const char end = *q;
+        *q = '\0';
+        if (mkdir(dir, 0777) == 0) {
+            if (!*made && !(*made = strdup(dir)))
+                st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        } else if (errno != EEXIST) {
+            st = dfx_error_set(DFX_ERR_IO, "%s: cannot create the folder %s: %s", path, dir, strerror(errno));
+        }
+        *q = end;
+        if (st || !end)
+            break;
+    }
+    free(dir);
+    return st;
+}
+
+/* Removes the folders make_parents created above path (they are empty when
+ * the write failed), deepest first, up to and including `made`. */
+static void remove_parents(const char *path, const char *made)
+{
+    char *dir = strdup(path);
+    size_t top = strlen(made);
+    char *slash;
+    while (dir && (slash = strrchr(dir, '/')) && (size_t)(slash - dir) >= top) {
+        *slash = '\0';
+        if (rmdir(dir) != 0)
+            break;
+    }
+    free(dir);
+}
+
 static void outfile_release(dfx__outfile *f)
 {
     free(f->path);
     free(f->tmp);
-    f->path = f->tmp = NULL;
+    free(f->made);
+    f->path = f->tmp = f->made = NULL;
     f->fp = NULL;
+}
+
+/* After a failed write: the temporary file and any folder open created go. */
+static void outfile_remove(dfx__outfile *f)
+{
+    unlink(f->tmp);
+    if (f->made)
+        remove_parents(f->path, f->made);
 }
 
 dfx_status dfx__outfile_open(dfx__outfile *f, const char *path)
@@ -63,9 +122,16 @@ dfx_status dfx__outfile_open(dfx__outfile *f, const char *path)
     }
     memcpy(f->path, path, n + 1);
     snprintf(f->tmp, n + 16, "%s.tmp.XXXXXX", path);
+    dfx_status st = make_parents(path, &f->made);
+    if (st) {
+        outfile_release(f);
+        return st;
+    }
     int fd = mkstemp(f->tmp);
     if (fd < 0) {
         int e = errno;
+        if (f->made)
+            remove_parents(f->path, f->made);
         outfile_release(f);
         return dfx_error_set(DFX_ERR_IO, "%s: cannot create a temporary file beside it: %s",
                              path, strerror(e));
@@ -80,7 +146,7 @@ dfx_status dfx__outfile_open(dfx__outfile *f, const char *path)
     if (!f->fp) {
         int e = errno;
         close(fd);
-        unlink(f->tmp);
+        outfile_remove(f);
         outfile_release(f);
         return dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(e));
     }
@@ -107,7 +173,7 @@ dfx_status dfx__outfile_commit(dfx__outfile *f)
         what = "rename";
     }
     if (err) {
-        unlink(f->tmp);
+        outfile_remove(f);
         dfx_error_set(DFX_ERR_IO, "%s: %s failed: %s (the previous file, if any, is unchanged)",
                       f->path, what, strerror(err));
         outfile_release(f);
@@ -122,6 +188,6 @@ void dfx__outfile_abort(dfx__outfile *f)
     if (f->fp)
         fclose(f->fp);
     if (f->tmp)
-        unlink(f->tmp);
+        outfile_remove(f);
     outfile_release(f);
 }

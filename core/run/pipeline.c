@@ -1,9 +1,12 @@
 /* Pipelines: the YAML tree with --set overrides, its validation against the
  * core's own option tables and the components' tables, instantiation from
  * the registry, the resolved dump, and the task runners. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "core/base/options.h"
 #include "core/internal.h"
@@ -614,21 +617,80 @@ static dfx_status read_tensor_ref(const char *ref, dfx_tensor **out)
     return st;
 }
 
+/* Case-insensitive "ends with ext". */
+static bool has_ext(const char *path, const char *ext)
+{
+    size_t n = strlen(path), e = strlen(ext);
+    return n > e && strcasecmp(path + n - e, ext) == 0;
+}
+
+/* Whether output.path can take samples of this shape: called before
+ * sampling, so a run does not end in an error it could have given first. */
+static dfx_status check_output(const dfx_pipeline *p, int ndim, const int64_t *shape)
+{
+    const char *path = p->output.path;
+    if (!path || has_ext(path, ".safetensors"))
+        return DFX_OK;
+    if (!has_ext(path, ".png"))
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': unsupported extension (use .safetensors, "
+                                                  "or .png for 2-D points)", path);
+    if (ndim != 2 || shape[1] != 2) {
+        dfx_tensor t = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
+        char buf[128];
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': PNG output draws 2-D points; these samples "
+                                                  "are %s (write .safetensors instead)", path,
+                             dfx_tensor_shape_str(&t, buf, sizeof buf));
+    }
+    return DFX_OK;
+}
+
+static dfx_status write_png(const dfx_pipeline *p, const dfx_tensor *x)
+{
+    enum { SIZE = 768 };
+    const dfx_model_ops *mops = p->model.comp->ops;
+    unsigned char *rgb = malloc((size_t)SIZE * SIZE * 3);
+    if (!rgb)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for the plot");
+    dfx_status st = dfx__plot_points(rgb, SIZE, SIZE, x->data, x->shape[0], mops->log_density, p->model.priv);
+    if (st) {
+        free(rgb);
+        return dfx_error_prefix(st, "%s: ", p->output.path);
+    }
+    /* the A1111-style summary, and the resolved pipeline that re-runs it */
+    char params[512];
+    snprintf(params, sizeof params, "Steps: %lld, Sampler: %s, Scheduler: %s, Seed: %lld, Model: %s",
+             (long long)p->score.steps, p->sampler.comp->name, p->scheduler.comp->name, (long long)p->task.seed,
+             p->model.comp->name);
+    char *yaml = resolved_text(p);
+    if (!yaml) {
+        free(rgb);
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    }
+    const dfx__png_text text[] = {{"parameters", params}, {"dfx", yaml}};
+    st = dfx__png_write(p->output.path, rgb, SIZE, SIZE, 3, text, 2);
+    free(yaml);
+    free(rgb);
+    return st;
+}
+
 static dfx_status write_samples(const dfx_pipeline *p, const dfx_tensor *x)
 {
     const char *path = p->output.path;
-    size_t n = strlen(path);
-    if (n > 12 && strcmp(path + n - 12, ".safetensors") == 0) {
+    dfx_status st = check_output(p, x->ndim, x->shape);
+    if (st)
+        return st;
+    if (has_ext(path, ".png")) {
+        st = write_png(p, x);
+    } else {
         char *yaml = resolved_text(p);
         const char *names[] = {"samples"};
         const dfx_tensor *ts[] = {x};
         const char *mk[] = {"dfx_pipeline"};
         const char *mv[] = {yaml ? yaml : ""};
-        dfx_status st = dfx_safetensors_write(path, 1, names, ts, 1, mk, mv);
+        st = dfx_safetensors_write(path, 1, names, ts, 1, mk, mv);
         free(yaml);
-        return st;
     }
-    return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': unsupported extension (use .safetensors)", path);
+    return st;
 }
 
 static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
@@ -674,6 +736,10 @@ static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
     if (ndim < 2) {
         dfx_schedule_fini(&sched);
         return dfx_error_set(DFX_ERR_CONFIG, "shape needs a batch and at least one more dimension, e.g. [1, 2]");
+    }
+    if ((st = check_output(p, ndim, shape))) {
+        dfx_schedule_fini(&sched);
+        return st;
     }
     const int64_t batch = shape[0];
 
@@ -738,6 +804,8 @@ static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
         goto done;
     dfx_error_clear();
     st = sops->sample(p->sampler.priv, s, &sched, x);
+    if (st && progress.out && progress.tty)
+        fputc('\n', progress.out); /* end the progress line before the message */
     if (st) {
         if (st != DFX_ERR_ABORTED && st != DFX_ERR_NUMERIC)
             dfx_error_prefix(st, "%s: ", p->sampler.what);
