@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "core/internal.h"
 #include "dfx/dfx.h"
 #include "dfx_config.h"
+#include "dfx_core_paths.h"
 
 typedef struct plugin_entry {
     char *path;
@@ -61,13 +63,42 @@ bool dfx_kind_parse(const char *name, dfx_kind *out)
 /* any object inside libdfx, to ask the dynamic linker where libdfx is */
 static const char self_marker;
 
-const char *dfx_registry_builtin_dir(void)
+static char builtin_dir[PATH_MAX];
+static pthread_once_t builtin_dir_once = PTHREAD_ONCE_INIT;
+
+/* The built-in plugins are found relative to the libdfx that is running, not
+ * at a path fixed at compile time: libdfx in its build folder uses the build
+ * tree's plugins; any other copy uses <its folder>/dfx/plugins, which is where
+ * `meson install` puts them (plugin_install_dir = <libdir>/dfx/plugins). An
+ * installed tree thus keeps its plugins when it is staged under a DESTDIR,
+ * packaged, or moved to another prefix, and never picks up the plugins of
+ * another dfx installed at the configured prefix. The compile-time
+ * DFX_PLUGIN_INSTALL_DIR is only the fallback for when the dynamic linker
+ * cannot say where libdfx is. */
+static void find_builtin_dir(void)
 {
     Dl_info info;
-    if (dladdr(&self_marker, &info) && info.dli_fname &&
-        strncmp(info.dli_fname, DFX_BUILD_ROOT "/", strlen(DFX_BUILD_ROOT) + 1) == 0)
-        return DFX_PLUGIN_BUILD_DIR;
-    return DFX_PLUGIN_INSTALL_DIR;
+    char lib[PATH_MAX], build[PATH_MAX];
+    snprintf(builtin_dir, sizeof builtin_dir, "%s", DFX_PLUGIN_INSTALL_DIR);
+    if (!dladdr(&self_marker, &info) || !info.dli_fname || !realpath(info.dli_fname, lib))
+        return;
+    char *slash = strrchr(lib, '/');
+    if (!slash)
+        return;
+    *slash = '\0'; /* lib is now libdfx's folder, symbolic links resolved */
+    if (realpath(DFX_LIB_BUILD_DIR, build) && strcmp(lib, build) == 0) {
+        snprintf(builtin_dir, sizeof builtin_dir, "%s", DFX_PLUGIN_BUILD_DIR);
+    } else {
+        int n = snprintf(builtin_dir, sizeof builtin_dir, "%s/%s", lib, DFX_PLUGIN_LIBDIR_SUBDIR);
+        if (n < 0 || (size_t)n >= sizeof builtin_dir)
+            snprintf(builtin_dir, sizeof builtin_dir, "%s", DFX_PLUGIN_INSTALL_DIR);
+    }
+}
+
+const char *dfx_registry_builtin_dir(void)
+{
+    pthread_once(&builtin_dir_once, find_builtin_dir);
+    return builtin_dir;
 }
 
 static dfx_status refuse(dfx_registry *reg, dfx_status st, const char *path)
@@ -124,6 +155,22 @@ static dfx_status check_ops(const dfx_component *c)
     return DFX_OK;
 }
 
+/* Keys the core reads from a component's section itself; an option of the
+ * same name would never be set. */
+static dfx_status check_core_keys(const dfx_component *c)
+{
+    static const char *const common[] = {"type", NULL};
+    static const char *const scheduler[] = {"type", "config", "steps", NULL};
+    static const char *const model[] = {"type", "prediction", NULL};
+    const char *const *keys = c->kind == DFX_KIND_SCHEDULER ? scheduler : c->kind == DFX_KIND_MODEL ? model : common;
+    for (const dfx_option *o = c->options; o && o->name; o++)
+        for (const char *const *k = keys; *k; k++)
+            if (strcmp(o->name, *k) == 0)
+                return dfx_error_set(DFX_ERR_PLUGIN, "%s '%s': option '%s' is a key the core reads itself; "
+                                                     "rename it", dfx_kind_name(c->kind), c->name, o->name);
+    return DFX_OK;
+}
+
 static const comp_entry *find_entry(const dfx_registry *reg, dfx_kind kind, const char *name)
 {
     for (size_t i = 0; i < reg->ncomps; i++)
@@ -142,7 +189,8 @@ static dfx_status check_descriptor(const dfx_registry *reg, const dfx_plugin *d,
                              "built for dfx plugin ABI %u, but this dfx has ABI %u: rebuild the plugin against this dfx",
                              d->abi_version, DFX_ABI_VERSION);
     if (d->struct_size != sizeof(dfx_plugin))
-        return dfx_error_set(DFX_ERR_ABI, "descriptor size %u does not match ABI %u's %zu",
+        return dfx_error_set(DFX_ERR_ABI,
+                             "descriptor struct_size is %u, but ABI %u's dfx_plugin has %zu bytes: rebuild the plugin against this dfx",
                              d->struct_size, DFX_ABI_VERSION, sizeof(dfx_plugin));
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
@@ -170,6 +218,8 @@ static dfx_status check_descriptor(const dfx_registry *reg, const dfx_plugin *d,
             return st;
         if ((st = dfx__options_check_table(c->options, c->priv_size)))
             return dfx_error_prefix(st, "%s '%s': ", kind, c->name);
+        if ((st = check_core_keys(c)))
+            return st;
         for (size_t j = 0; j < i; j++)
             if (d->components[j]->kind == c->kind && strcmp(d->components[j]->name, c->name) == 0)
                 return dfx_error_set(DFX_ERR_PLUGIN, "%s '%s' is declared twice", kind, c->name);
@@ -214,6 +264,10 @@ dfx_status dfx_registry_add(dfx_registry *reg, const char *path)
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
+        size_t plen = strlen(path);
+        /* glibc says "PATH: undefined symbol: x"; refuse() names the path already */
+        if (e && strncmp(e, path, plen) == 0 && strncmp(e + plen, ": ", 2) == 0)
+            e += plen + 2;
         return refuse(reg, dfx_error_set(DFX_ERR_PLUGIN, "cannot load: %s", e ? e : "unknown error"), path);
     }
     dlerror();
@@ -287,7 +341,8 @@ static void scan_dir(dfx_registry *reg, const char *dir, int depth)
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n) /* names is NULL for an empty folder, and qsort(NULL, 0) is undefined */
+        qsort(names, n, sizeof *names, cmp_names);
     for (size_t i = 0; i < n; i++) {
         char path[PATH_MAX];
         struct stat sb;
