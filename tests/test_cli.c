@@ -4,6 +4,7 @@
  * describe, inspect, schedule, --dry-run.
  *
  * usage: test_cli DFX_EXECUTABLE SOURCE_TESTS_DIR */
+#include <signal.h>
 #include <stdarg.h>
 
 #include "testutil.h"
@@ -286,6 +287,86 @@ START_TEST(no_partial_output)
 }
 END_TEST
 
+/* Reads tensor `name` of a safetensors file as float32. */
+static dfx_tensor *read_samples(const char *path)
+{
+    dfx_safetensors *st;
+    dfx_tensor *t;
+    ck_assert_msg(dfx_safetensors_open(path, &st) == DFX_OK, "%s", dfx_error_message());
+    ck_assert(dfx_safetensors_read(st, "samples", DFX_DTYPE_F32, &t) == DFX_OK);
+    dfx_safetensors_close(st);
+    return t;
+}
+
+START_TEST(per_image_noise)
+{
+    /* noise: per_image makes item k of a batch the single run with seed + k,
+     * with a sampler that draws noise at every step */
+    char *dir = test_tmpdir(), *out, *err, set_out[4400], path[4300];
+    snprintf(path, sizeof path, "%s/batch.safetensors", dir);
+    snprintf(set_out, sizeof set_out, "output.path=%s", path);
+    int rc = dfx(&out, &err, "run", pipeline, "--quiet", "--set", "scheduler.type=scaled_linear", "--set",
+                 "sampler.type=euler_ancestral", "--set", "noise=per_image", "--set", "shape=[3, 4, 4, 4]", "--seed",
+                 "5", "--set", set_out, NULL);
+    ck_assert_msg(rc == 0, "%s", err);
+    free(out), free(err);
+    dfx_tensor *batch = read_samples(path);
+    for (int k = 0; k < 3; k++) {
+        char seed[16], one[4300];
+        snprintf(seed, sizeof seed, "%d", 5 + k);
+        snprintf(one, sizeof one, "output.path=%s/one.safetensors", dir);
+        rc = dfx(&out, &err, "run", pipeline, "--quiet", "--set", "scheduler.type=scaled_linear", "--set",
+                 "sampler.type=euler_ancestral", "--set", "shape=[1, 4, 4, 4]", "--seed", seed, "--set", one, NULL);
+        ck_assert_msg(rc == 0, "%s", err);
+        free(out), free(err);
+        snprintf(one, sizeof one, "%s/one.safetensors", dir);
+        dfx_tensor *single = read_samples(one);
+        ck_assert_mem_eq((float *)batch->data + 64 * k, single->data, 64 * sizeof(float));
+        dfx_tensor_destroy(single);
+    }
+    /* shared noise gives different items (one generator for the batch) */
+    rc = dfx(&out, &err, "run", pipeline, "--quiet", "--set", "scheduler.type=scaled_linear", "--set",
+             "sampler.type=euler_ancestral", "--set", "shape=[3, 4, 4, 4]", "--seed", "5", "--set", set_out, NULL);
+    ck_assert_int_eq(rc, 0);
+    free(out), free(err);
+    dfx_tensor *shared = read_samples(path);
+    ck_assert(memcmp((float *)shared->data + 64, (float *)batch->data + 64, 64 * sizeof(float)) != 0);
+    dfx_tensor_destroy(shared);
+    dfx_tensor_destroy(batch);
+    test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(interrupt)
+{
+    /* SIGINT stops the run at the next step: exit 130, no output file */
+    char *dir = test_tmpdir(), set[4400], path[4300];
+    snprintf(path, sizeof path, "%s/o.safetensors", dir);
+    snprintf(set, sizeof set, "output.path=%s", path);
+    char *argv[] = {(char *)dfx_exe, "run", pipeline, "--quiet", "--set", "scheduler.type=linear", "--set",
+                    "sampler.type=ddpm", "--set", "scheduler.steps=1000", "--set", "shape=[512, 4, 64, 64]",
+                    "--set", set, NULL};
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    usleep(1500 * 1000);
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d", status);
+    ck_assert_int_ne(access(path, F_OK), 0);
+    test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -306,6 +387,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, schedule_command);
     tcase_add_test(tc, dry_run_round_trip);
     tcase_add_test(tc, no_partial_output);
+    tcase_add_test(tc, per_image_noise);
+    tcase_add_test(tc, interrupt);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

@@ -55,8 +55,9 @@ void dfx__format_double(double v, char *buf, size_t size)
         if (strtod(buf, NULL) == v)
             break;
     }
-    if (!strpbrk(buf, ".eE"))
-        strncat(buf, ".0", size - strlen(buf) - 1);
+    size_t len = strlen(buf);
+    if (!strpbrk(buf, ".eE") && len + 2 < size)
+        memcpy(buf + len, ".0", 3);
 }
 
 /* ---- did you mean ----------------------------------------------------- */
@@ -452,6 +453,13 @@ dfx_status dfx__options_check_table(const dfx_option *opts, size_t priv_size)
             if (strcmp(p->name, o->name) == 0)
                 return dfx_error_set(DFX_ERR_PLUGIN, "option '%s' is declared twice", o->name);
         size_t sz = type_size(o->type);
+        size_t align = o->type == DFX_OPTION_TYPE_BOOL ? _Alignof(bool)
+                       : o->type == DFX_OPTION_TYPE_ENUM ? _Alignof(int)
+                                                         : _Alignof(double);
+        if (sz && o->offset % align)
+            return dfx_error_set(DFX_ERR_PLUGIN, "option '%s': offset %zu is not aligned for a %s (a field of "
+                                                 "another type?)", o->name, o->offset,
+                                 dfx_option_type_name(o->type));
         if (!sz)
             return dfx_error_set(DFX_ERR_PLUGIN, "option '%s': unknown type %d", o->name, (int)o->type);
         if (o->offset > priv_size || sz > priv_size - o->offset)

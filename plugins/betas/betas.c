@@ -222,9 +222,10 @@ static dfx_status build_table(betas *b)
     double acc = 1;
     for (int64_t i = 0; i < T; i++) {
         if (!(beta[i] >= 0 && beta[i] <= 1)) {
+            dfx_error_set(DFX_ERR_CONFIG, "beta[%lld] = %g is outside [0, 1]", (long long)i, beta[i]);
             free(beta);
             free(tmp);
-            return dfx_error_set(DFX_ERR_CONFIG, "beta[%lld] = %g is outside [0, 1]", (long long)i, beta[i]);
+            return DFX_ERR_CONFIG;
         }
         acc *= f32 ? (double)(1.0f - (float)beta[i]) : 1 - beta[i];
         b->alpha_bar[i] = f32 ? (double)(float)acc : acc;
@@ -519,6 +520,8 @@ static int64_t betas_train_steps(void *priv)
     return ((betas *)priv)->train_steps;
 }
 
+static void betas_fini(void *priv);
+
 static dfx_status betas_init(betas *b, int formula)
 {
     b->formula = formula;
@@ -528,7 +531,10 @@ static dfx_status betas_init(betas *b, int formula)
         return dfx_error_set(DFX_ERR_CONFIG, "spacing: respaced needs respacing (e.g. \"250\", \"10,15,20\" or \"ddim\")");
     if (b->spacing != SPACING_RESPACED && b->respacing && *b->respacing)
         return dfx_error_set(DFX_ERR_CONFIG, "respacing '%s' is only read with spacing: respaced", b->respacing);
-    return build_table(b);
+    dfx_status st = build_table(b);
+    if (st)
+        betas_fini(b); /* fini runs only after a successful init */
+    return st;
 }
 
 static void betas_fini(void *priv)
@@ -537,6 +543,7 @@ static void betas_fini(void *priv)
     free(b->alpha_bar);
     free(b->sigma_ve);
     free(b->log_sigma);
+    b->alpha_bar = b->sigma_ve = b->log_sigma = NULL;
 }
 
 static dfx_status linear_init(void *p) { return betas_init(p, FORMULA_LINEAR); }
