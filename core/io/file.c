@@ -121,7 +121,8 @@ dfx_status dfx__outfile_open(dfx__outfile *f, const char *path)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
     }
     memcpy(f->path, path, n + 1);
-    snprintf(f->tmp, n + 16, "%s.tmp.XXXXXX", path);
+    memcpy(f->tmp, path, n);
+    memcpy(f->tmp + n, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
     dfx_status st = make_parents(path, &f->made);
     if (st) {
         outfile_release(f);
