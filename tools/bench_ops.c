@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dfx/ops.h"
@@ -112,7 +113,13 @@ int main(int argc, char **argv)
         snprintf(cmd, sizeof cmd, "OPENBLAS_CORETYPE=%s '%s' --seconds %s", k, argv[0], secs);
         printf("\n== OPENBLAS_CORETYPE=%s\n", k);
         fflush(stdout);
-        rc |= system(cmd);
+        int st = system(cmd);
+        if (st != 0) {
+            printf("   (could not run with this kernel: %s %d; the CPU may lack its instructions)\n",
+                   WIFSIGNALED(st) ? "signal" : "exit status",
+                   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+            rc = 1;
+        }
     }
     free(list);
     return rc != 0;
