@@ -29,6 +29,27 @@ static inline dfx_level level_ve(const dfx_level *l)
     return (dfx_level){l->t_model, 1.0, level_sigma_ve(l)};
 }
 
+/* For samplers that integrate in the variance-exploding form x / alpha:
+ * into it from levels[0] at the start, out of it at levels[steps] at the
+ * end (alpha is 1 there for a clean end). */
+static inline void ve_enter(dfx_tensor *x, const dfx_schedule *sc)
+{
+    dfx_ops_scale(x->data, x->data, 1 / sc->levels[0].alpha, dfx_tensor_numel(x));
+}
+
+static inline void ve_leave(dfx_tensor *x, const dfx_schedule *sc)
+{
+    dfx_ops_scale(x->data, x->data, sc->levels[sc->steps].alpha, dfx_tensor_numel(x));
+}
+
+/* init_noise for the k-diffusion samplers: they start from z * sigma_max,
+ * as k-diffusion and diffusers' Euler-type schedulers do. */
+static inline dfx_init_noise init_noise_sigma(void *priv)
+{
+    (void)priv;
+    return DFX_INIT_NOISE_SIGMA;
+}
+
 /* d = (x - x0) / sigma in float, as the k-diffusion-style schedulers of
  * diffusers compute their derivative (the same roundings, not just the
  * same value). */
@@ -97,6 +118,18 @@ static inline void x0_fix_release(x0_fix *f)
     free(f->scratch);
     f->scratch = NULL;
 }
+
+/* init and fini of a component whose only state beyond its options is an
+ * x0_fix named `field` in struct `type`. */
+#define X0_FIX_INIT_FINI(prefix, type, field)         \
+    static dfx_status prefix##_init(void *priv)       \
+    {                                                 \
+        return x0_fix_check(&((type *)priv)->field);  \
+    }                                                 \
+    static void prefix##_fini(void *priv)             \
+    {                                                 \
+        x0_fix_release(&((type *)priv)->field);       \
+    }
 
 /* Creates `n` scratch tensors shaped like x; on failure destroys the ones
  * made. */

@@ -19,15 +19,7 @@ static const dfx_option ddim_options[] = {
     DFX_OPTION_END,
 };
 
-static dfx_status ddim_init(void *priv)
-{
-    return x0_fix_check(&((ddim *)priv)->fix);
-}
-
-static void ddim_fini(void *priv)
-{
-    x0_fix_release(&((ddim *)priv)->fix);
-}
+X0_FIX_INIT_FINI(ddim, ddim, fix)
 
 static dfx_status ddim_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc, dfx_tensor *x)
 {

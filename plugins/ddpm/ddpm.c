@@ -23,15 +23,7 @@ static const dfx_option ddpm_options[] = {
     DFX_OPTION_END,
 };
 
-static dfx_status ddpm_init(void *priv)
-{
-    return x0_fix_check(&((ddpm *)priv)->fix);
-}
-
-static void ddpm_fini(void *priv)
-{
-    x0_fix_release(&((ddpm *)priv)->fix);
-}
+X0_FIX_INIT_FINI(ddpm, ddpm, fix)
 
 static dfx_status ddpm_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc, dfx_tensor *x)
 {

@@ -36,15 +36,7 @@ static const dfx_option dpm_options[] = {
     DFX_OPTION_END,
 };
 
-static dfx_status dpm_init(void *priv)
-{
-    return x0_fix_check(&((dpmpp_2m *)priv)->fix);
-}
-
-static void dpm_fini(void *priv)
-{
-    x0_fix_release(&((dpmpp_2m *)priv)->fix);
-}
+X0_FIX_INIT_FINI(dpm, dpmpp_2m, fix)
 
 static double lambda_of(const dfx_level *l)
 {

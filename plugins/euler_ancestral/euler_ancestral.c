@@ -28,7 +28,7 @@ static dfx_status ea_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc,
     const int64_t n = dfx_tensor_numel(x);
     float *xd = x->data;
 
-    dfx_ops_scale(xd, xd, 1 / sc->levels[0].alpha, n);
+    ve_enter(x, sc);
     for (int64_t i = 0; i < sc->steps && !st; i++) {
         dfx_level lv = level_ve(&sc->levels[i]);
         /* sigma_up and sigma_down as diffusers computes them, in float32 */
@@ -47,20 +47,14 @@ static dfx_status ea_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc,
         st = dfx_sampling_report(s, x);
     }
     if (!st)
-        dfx_ops_scale(xd, xd, sc->levels[sc->steps].alpha, n);
+        ve_leave(x, sc);
     scratch_destroy(t, 2);
     return st;
 }
 
-static dfx_init_noise ea_init_noise(void *priv)
-{
-    (void)priv;
-    return DFX_INIT_NOISE_SIGMA;
-}
-
 static const dfx_sampler_ops ea_ops = {
     .sample = ea_sample,
-    .init_noise = ea_init_noise,
+    .init_noise = init_noise_sigma,
 };
 
 static const dfx_component ea_component = {

@@ -15,15 +15,7 @@ static const dfx_option heun_options[] = {
     DFX_OPTION_END,
 };
 
-static dfx_status heun_init(void *priv)
-{
-    return x0_fix_check(&((heun *)priv)->fix);
-}
-
-static void heun_fini(void *priv)
-{
-    x0_fix_release(&((heun *)priv)->fix);
-}
+X0_FIX_INIT_FINI(heun, heun, fix)
 
 static dfx_status heun_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc, dfx_tensor *x)
 {
@@ -36,7 +28,7 @@ static dfx_status heun_sample(void *priv, dfx_sampling *s, const dfx_schedule *s
     const int64_t n = dfx_tensor_numel(x);
     float *xd = x->data;
 
-    dfx_ops_scale(xd, xd, 1 / sc->levels[0].alpha, n);
+    ve_enter(x, sc);
     for (int64_t i = 0; i < sc->steps && !st; i++) {
         dfx_level lv = level_ve(&sc->levels[i]), to = level_ve(&sc->targets[i]);
         double sig = lv.sigma, next = to.sigma;
@@ -60,7 +52,7 @@ static dfx_status heun_sample(void *priv, dfx_sampling *s, const dfx_schedule *s
         st = dfx_sampling_report(s, x);
     }
     if (!st)
-        dfx_ops_scale(xd, xd, sc->levels[sc->steps].alpha, n);
+        ve_leave(x, sc);
     scratch_destroy(t, 3);
     return st;
 }
@@ -74,16 +66,10 @@ static int64_t heun_evaluations(void *priv, const dfx_schedule *sc)
     return n;
 }
 
-static dfx_init_noise heun_init_noise(void *priv)
-{
-    (void)priv;
-    return DFX_INIT_NOISE_SIGMA;
-}
-
 static const dfx_sampler_ops heun_ops = {
     .sample = heun_sample,
     .evaluations = heun_evaluations,
-    .init_noise = heun_init_noise,
+    .init_noise = init_noise_sigma,
 };
 
 static const dfx_component heun_component = {

@@ -52,7 +52,7 @@ static dfx_status lms_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc
     float *xd = x->data;
     int have = 0;
 
-    dfx_ops_scale(xd, xd, 1 / sc->levels[0].alpha, n);
+    ve_enter(x, sc);
     for (int64_t i = 0; i < sc->steps && !st; i++) {
         dfx_level lv = level_ve(&sc->levels[i]);
         double sig = lv.sigma, next = level_sigma_ve(&sc->targets[i]);
@@ -83,20 +83,14 @@ static dfx_status lms_sample(void *priv, dfx_sampling *s, const dfx_schedule *sc
         st = dfx_sampling_report(s, x);
     }
     if (!st)
-        dfx_ops_scale(xd, xd, sc->levels[sc->steps].alpha, n);
+        ve_leave(x, sc);
     scratch_destroy(t, order + 1);
     return st;
 }
 
-static dfx_init_noise lms_init_noise(void *priv)
-{
-    (void)priv;
-    return DFX_INIT_NOISE_SIGMA;
-}
-
 static const dfx_sampler_ops lms_ops = {
     .sample = lms_sample,
-    .init_noise = lms_init_noise,
+    .init_noise = init_noise_sigma,
 };
 
 static const dfx_component lms_component = {
