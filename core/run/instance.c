@@ -56,8 +56,3 @@ void dfx__instance_destroy(dfx__instance *inst)
     memset(inst, 0, sizeof *inst);
 }
 
-void dfx_component_describe(const dfx_component *c, FILE *out)
-{
-    fprintf(out, "%s '%s': %s\n", dfx_kind_name(c->kind), c->name, c->summary);
-    dfx__options_describe(c->options, out);
-}

@@ -114,6 +114,17 @@ static const dfx_option output_options[] = {
     DFX_OPTION_END,
 };
 
+void dfx_component_describe(const dfx_component *c, FILE *out)
+{
+    const dfx_option *core = c->kind == DFX_KIND_SCHEDULER ? scheduler_core_options
+                             : c->kind == DFX_KIND_MODEL   ? model_core_options
+                                                           : sampler_core_options;
+    fprintf(out, "%s '%s': %s\n", dfx_kind_name(c->kind), c->name, c->summary);
+    dfx__options_describe(c->options, out);
+    fprintf(out, "\n  keys of every %s section, read by dfx itself:\n", dfx_kind_name(c->kind));
+    dfx__options_describe(core, out);
+}
+
 struct dfx_pipeline {
     dfx__node *root;
     char *origin;
