@@ -1,0 +1,262 @@
+/* Neural-network building blocks shared by every model plugin: named weights,
+ * scratch memory, and the layers of diffusion networks (convolution, norms,
+ * linear, activations, timestep embeddings, attention, residual blocks,
+ * up/down-sampling). float32, NCHW for images, [rows, features] for tokens.
+ *
+ * Every matrix product goes through OpenBLAS sgemm; elementwise work is
+ * threaded with OpenMP. Layers keep their weights converted to float32 once,
+ * at load; a forward pass takes its temporaries from a dfx_arena, so repeated
+ * passes allocate nothing. Forward functions are not reentrant on the same
+ * arena; layers themselves are read-only and may be shared. */
+#ifndef DFX_NN_H
+#define DFX_NN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dfx/status.h"
+#include "dfx/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- weights ---------------------------------------------------------- */
+
+/* A set of named tensors read from a checkpoint, remembering which were
+ * used so that unknown extra tensors can be reported. */
+typedef struct dfx_weights dfx_weights;
+
+/* Opens a .safetensors file or a sharded set (its *.index.json). */
+DFX_API dfx_status dfx_weights_open(dfx_weights **out, const char *path);
+DFX_API void dfx_weights_close(dfx_weights *w);
+DFX_API const char *dfx_weights_path(const dfx_weights *w);
+
+DFX_API bool dfx_weights_has(const dfx_weights *w, const char *name);
+
+/* Loads tensor `name`, converted to float32, into a new 64-byte aligned
+ * array (free with free()). Its shape must equal shape[0..ndim); a missing
+ * tensor or another shape is an error naming the file, the tensor and both
+ * shapes. The tensor counts as used. */
+DFX_API dfx_status dfx_weights_load(dfx_weights *w, const char *name, int ndim,
+                                    const int64_t *shape, float **out);
+
+/* As dfx_weights_load, trying each name in turn (NULL-terminated list;
+ * newer names first, then legacy ones); the message names the first. */
+DFX_API dfx_status dfx_weights_load_any(dfx_weights *w, const char *const *names,
+                                        int ndim, const int64_t *shape,
+                                        float **out);
+
+/* Fails when tensors under `prefix` ("" for all) were never loaded,
+ * naming the first few: a checkpoint with tensors the model does not use is
+ * the wrong checkpoint for this configuration. */
+DFX_API dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix);
+
+/* ---- scratch memory --------------------------------------------------- */
+
+/* A stack of float buffers for the temporaries of a forward pass. It grows
+ * during the first passes and then serves every later pass from one block. */
+typedef struct dfx_arena dfx_arena;
+
+DFX_API dfx_status dfx_arena_create(dfx_arena **out);
+DFX_API void dfx_arena_destroy(dfx_arena *a);
+
+/* n floats, 64-byte aligned, uninitialised; NULL (with the error message set)
+ * when memory runs out. Valid until the arena is released below its mark. */
+DFX_API float *dfx_arena_alloc(dfx_arena *a, size_t n);
+
+/* Stack discipline: release everything allocated after `mark`. */
+DFX_API size_t dfx_arena_mark(const dfx_arena *a);
+DFX_API void dfx_arena_release(dfx_arena *a, size_t mark);
+
+/* Bytes of the largest footprint seen (for benchmarks and memory budgets). */
+DFX_API size_t dfx_arena_peak(const dfx_arena *a);
+
+/* ---- elementwise ------------------------------------------------------ */
+
+DFX_API void dfx_nn_silu(float *x, int64_t n);
+DFX_API void dfx_nn_gelu(float *x, int64_t n);        /* exact, with erf */
+DFX_API void dfx_nn_gelu_tanh(float *x, int64_t n);   /* tanh approximation */
+DFX_API void dfx_nn_quick_gelu(float *x, int64_t n);  /* x * sigmoid(1.702 x) */
+
+/* y[i] = a[i] + b[i] (y may alias a or b). */
+DFX_API void dfx_nn_add(float *y, const float *a, const float *b, int64_t n);
+
+/* x [n, c, hw] += v [n, c] broadcast over hw (per-channel bias or embedding). */
+DFX_API void dfx_nn_add_channel(float *x, const float *v, int64_t n, int64_t c, int64_t hw);
+
+/* ---- linear ----------------------------------------------------------- */
+
+typedef struct dfx_linear {
+    int64_t in, out;
+    float *w;   /* [out, in] as PyTorch stores it */
+    float *b;   /* [out] or NULL */
+} dfx_linear;
+
+/* Loads prefix.weight [out, in] and, with bias, prefix.bias [out]. */
+DFX_API dfx_status dfx_linear_load(dfx_linear *l, dfx_weights *w, const char *prefix,
+                                   int64_t in, int64_t out, bool bias);
+/* The same from explicit tensor names (for renamed checkpoints). */
+DFX_API dfx_status dfx_linear_load_names(dfx_linear *l, dfx_weights *w,
+                                         const char *const *weight_names,
+                                         const char *const *bias_names,
+                                         int64_t in, int64_t out);
+DFX_API void dfx_linear_free(dfx_linear *l);
+
+/* y [rows, out] = x [rows, in] W^T + b. */
+DFX_API void dfx_linear_forward(const dfx_linear *l, const float *x, int64_t rows, float *y);
+
+/* ---- convolution ------------------------------------------------------ */
+
+typedef struct dfx_conv2d {
+    int64_t cin, cout, k;      /* square kernel k x k */
+    int64_t stride;
+    int64_t pad_top, pad_left, pad_bottom, pad_right;
+    float *w;                  /* [cout, cin, k, k] */
+    float *b;                  /* [cout] or NULL */
+} dfx_conv2d;
+
+/* Loads prefix.weight [cout, cin, k, k] (and prefix.bias); padding `pad` on
+ * every side. A [cout, cin] weight is accepted for k = 1 (a linear layer
+ * applied per pixel, as some checkpoints store 1x1 convolutions). */
+DFX_API dfx_status dfx_conv2d_load(dfx_conv2d *c, dfx_weights *w, const char *prefix,
+                                   int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                                   int64_t pad, bool bias);
+DFX_API void dfx_conv2d_free(dfx_conv2d *c);
+
+/* Output height and width for an input h x w. */
+DFX_API void dfx_conv2d_out_size(const dfx_conv2d *c, int64_t h, int64_t w,
+                                 int64_t *ho, int64_t *wo);
+
+/* y [n, cout, ho, wo] = conv(x [n, cin, h, w]). Scratch (the im2col tiles)
+ * comes from the arena and is bounded independently of h * w. */
+DFX_API dfx_status dfx_conv2d_forward(const dfx_conv2d *c, const float *x, int64_t n,
+                                      int64_t h, int64_t w, float *y, dfx_arena *a);
+
+/* ---- normalisation ---------------------------------------------------- */
+
+typedef struct dfx_group_norm {
+    int64_t groups, channels;
+    double eps;
+    float *gamma, *beta;   /* [channels] */
+} dfx_group_norm;
+
+DFX_API dfx_status dfx_group_norm_load(dfx_group_norm *g, dfx_weights *w, const char *prefix,
+                                       int64_t groups, int64_t channels, double eps);
+DFX_API void dfx_group_norm_free(dfx_group_norm *g);
+
+/* y [n, c, hw] = GroupNorm(x), followed by SiLU when `silu` (fused).
+ * Statistics are accumulated in double. y may alias x. */
+DFX_API void dfx_group_norm_forward(const dfx_group_norm *g, const float *x, int64_t n,
+                                    int64_t hw, float *y, bool silu);
+
+typedef struct dfx_layer_norm {
+    int64_t dim;
+    double eps;
+    float *gamma, *beta;   /* [dim] */
+} dfx_layer_norm;
+
+DFX_API dfx_status dfx_layer_norm_load(dfx_layer_norm *l, dfx_weights *w, const char *prefix,
+                                       int64_t dim, double eps);
+DFX_API void dfx_layer_norm_free(dfx_layer_norm *l);
+
+/* y [rows, dim] = LayerNorm(x) over the last dimension. y may alias x. */
+DFX_API void dfx_layer_norm_forward(const dfx_layer_norm *l, const float *x, int64_t rows, float *y);
+
+/* ---- embeddings ------------------------------------------------------- */
+
+/* The sinusoidal timestep embedding of diffusers' get_timestep_embedding,
+ * in float32 as torch computes it: for each of the n timesteps t (cast to
+ * float32), half = dim/2 frequencies f_i = exp(-ln(max_period) * i /
+ * (half - freq_shift)), arguments scale * t * f_i, output [sin, cos] (or
+ * [cos, sin] with flip_sin_to_cos), zero-padded when dim is odd. */
+DFX_API void dfx_nn_timestep_embedding(const double *t, int64_t n, int64_t dim,
+                                       bool flip_sin_to_cos, double freq_shift,
+                                       double scale, double max_period, float *out);
+
+/* ---- attention -------------------------------------------------------- */
+
+/* Scaled dot-product attention for `heads` heads of width dh:
+ * out [b, nq, heads*dh] = softmax(scale * Q K^T) V with Q [b, nq, heads*dh],
+ * K and V [b, nk, heads*dh] (token-major, heads side by side, as the
+ * projections produce them). Strides ldq/ldk/ldv/ldo are the row lengths of
+ * the stored matrices (>= heads*dh), so Q, K and V can live in one fused
+ * buffer. Computed one head and one block of queries at a time with a fused
+ * softmax, so the score matrix held at once is bounded (4096-token
+ * self-attention never materialises heads x 4096 x 4096). */
+DFX_API dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                                    const float *v, int64_t ldv, int64_t b, int64_t heads,
+                                    int64_t nq, int64_t nk, int64_t dh, float scale,
+                                    float *out, int64_t ldo, dfx_arena *a);
+
+/* ---- blocks ----------------------------------------------------------- */
+
+/* diffusers' ResnetBlock2D: norm1 -> SiLU -> conv1 (3x3), plus the projected
+ * time embedding (added, or as scale and shift after norm2 with
+ * time_scale_shift), norm2 -> SiLU -> conv2, shortcut (1x1 conv when the
+ * channels change), sum divided by output_scale_factor. */
+typedef struct dfx_resblock {
+    int64_t cin, cout;
+    bool scale_shift;
+    double output_scale_factor;
+    dfx_group_norm norm1, norm2;
+    dfx_conv2d conv1, conv2, shortcut;  /* shortcut.w NULL when cin == cout */
+    dfx_linear time_proj;               /* w NULL without time embedding */
+} dfx_resblock;
+
+typedef struct dfx_resblock_params {
+    int64_t cin, cout;
+    int64_t temb;                /* time embedding width, 0 for none */
+    int64_t groups;
+    double eps;
+    bool scale_shift;            /* resnet_time_scale_shift "scale_shift" */
+    double output_scale_factor;  /* 1 normally */
+} dfx_resblock_params;
+
+/* Loads prefix.{norm1,conv1,time_emb_proj,norm2,conv2,conv_shortcut}. */
+DFX_API dfx_status dfx_resblock_load(dfx_resblock *r, dfx_weights *w, const char *prefix,
+                                     const dfx_resblock_params *p);
+DFX_API void dfx_resblock_free(dfx_resblock *r);
+
+/* y [n, cout, h, w] = block(x [n, cin, h, w], temb [n, temb] or NULL). The
+ * time embedding is used as given (the caller applies the SiLU diffusers
+ * puts before time_emb_proj). y must not alias x. */
+DFX_API dfx_status dfx_resblock_forward(const dfx_resblock *r, const float *x, const float *temb,
+                                        int64_t n, int64_t h, int64_t w, float *y, dfx_arena *a);
+
+/* diffusers' spatial self-attention (Attention with group norm, residual
+ * connection and rescale_output_factor, as UNet2DModel's attention blocks
+ * and the VAE mid-block use it). */
+typedef struct dfx_spatial_attention {
+    int64_t channels, heads;
+    double rescale;
+    dfx_group_norm norm;       /* gamma NULL when there is no norm */
+    dfx_linear q, k, v, out;
+} dfx_spatial_attention;
+
+/* Loads prefix.{group_norm, to_q, to_k, to_v, to_out.0}, or the pre-0.14
+ * names prefix.{group_norm, query, key, value, proj_attn}; 1x1 convolution
+ * weights [C, C, 1, 1] are accepted for the projections. groups 0: no
+ * group norm (diffusers' mid-block attention under scale_shift has none). */
+DFX_API dfx_status dfx_spatial_attention_load(dfx_spatial_attention *s, dfx_weights *w,
+                                              const char *prefix, int64_t channels,
+                                              int64_t heads, int64_t groups, double eps,
+                                              double rescale);
+DFX_API void dfx_spatial_attention_free(dfx_spatial_attention *s);
+
+/* x [n, c, h, w] += attention(norm(x)) / rescale, in place. */
+DFX_API dfx_status dfx_spatial_attention_forward(const dfx_spatial_attention *s, float *x, int64_t n,
+                                                 int64_t h, int64_t w, dfx_arena *a);
+
+/* Nearest-neighbour 2x upsampling: y [n, c, 2h, 2w]. */
+DFX_API void dfx_nn_upsample_nearest2x(const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                                       float *y);
+
+/* 2x2 average pooling with stride 2: y [n, c, h/2, w/2]. */
+DFX_API void dfx_nn_avgpool2x(const float *x, int64_t n, int64_t c, int64_t h, int64_t w, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
