@@ -138,6 +138,7 @@ struct dfx_pipeline {
     bool has_model, has_sampler, has_init, has_output;
     dfx__instance model, scheduler, sampler;
     dfx_prediction prediction;
+    dfx__node *implied_sched;   /* the scheduler section a model folder implied */
 };
 
 /* ---- loading and overrides -------------------------------------------- */
@@ -309,16 +310,30 @@ static dfx_status type_of(const dfx__node *sec, const char *section, const char 
     return DFX_OK;
 }
 
-static dfx_status resolve_scheduling(dfx_pipeline *p, dfx_registry *reg)
+static dfx_status resolve_scheduling(dfx_pipeline *p, dfx_registry *reg, const char *model_sched)
 {
     const dfx__node *sched, *samp;
     dfx_status st;
     char where[512];
     dfx__imported im = {0};
-    dfx__node *merged_sched = NULL, *merged_samp = NULL;
+    dfx__node *merged_sched = NULL, *merged_samp = NULL, *with_model;
 
     if ((st = section_map(p->root, "scheduler", &sched)) || (st = section_map(p->root, "sampler", &samp)))
         return st;
+    if (model_sched && (!sched || (!dfx__node_get(sched, "type") && !dfx__node_get(sched, "config")))) {
+        /* a section without type or config (steps only, say) takes the
+         * model folder's scheduler_config.json */
+        with_model = sched ? dfx__node_clone(sched) : dfx__node_new(DFX__NODE_MAP, p->origin, 0, 0);
+        dfx__node *cfg = dfx__node_new_scalar(model_sched, true, "the model folder", 0, 0);
+        if (!with_model || !cfg || (st = dfx__node_set(with_model, "config", cfg))) {
+            dfx__node_free(with_model);
+            return st ? st : dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        }
+        /* kept until the pipeline is released: error paths below return early */
+        dfx__node_free(p->implied_sched);
+        p->implied_sched = with_model;
+        sched = with_model;
+    }
     if (!sched)
         return dfx_error_set(DFX_ERR_CONFIG, "%s: the pipeline needs a scheduler section (e.g. scheduler: "
                                              "{type: scaled_linear, steps: 30})", p->origin);
@@ -447,6 +462,8 @@ static void release_resolved(dfx_pipeline *p)
     dfx__options_free(sampler_core_options, &p->pcore);
     dfx__options_free(init_options, &p->init);
     dfx__options_free(output_options, &p->output);
+    dfx__node_free(p->implied_sched);
+    p->implied_sched = NULL;
     p->resolved = false;
 }
 
@@ -471,8 +488,6 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
                                           dfx__node_where(p->root, where, sizeof where))) ||
         (st = dfx__options_apply(task_options, &p->task, p->root, "the pipeline", top_sections)))
         goto fail;
-    if ((st = resolve_scheduling(p, reg)))
-        goto fail;
     if ((st = section_map(p->root, "model", &sec)))
         goto fail;
     if (p->task.pipeline == TASK_SAMPLE) {
@@ -493,6 +508,16 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
             goto fail;
         p->has_model = true;
     }
+    /* the scheduler: as the pipeline says, else the one that came with the
+     * model's weights */
+    const char *model_sched = NULL;
+    if (p->has_model) {
+        dfx_model_info info;
+        ((const dfx_model_ops *)p->model.comp->ops)->info(p->model.priv, &info);
+        model_sched = info.scheduler_config;
+    }
+    if ((st = resolve_scheduling(p, reg, model_sched)))
+        goto fail;
     if ((st = resolve_plain_section(p, "init", init_options, &p->init, &p->has_init)) ||
         (st = resolve_plain_section(p, "output", output_options, &p->output, &p->has_output)))
         goto fail;

@@ -3,6 +3,7 @@
 #define DFX_DFX_H
 
 #include "dfx/json.h"
+#include "dfx/nn.h"
 #include "dfx/ops.h"
 #include "dfx/option.h"
 #include "dfx/pipeline.h"

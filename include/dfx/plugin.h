@@ -158,6 +158,9 @@ typedef struct dfx_model_info {
                                    then IDDPM's v in [-1, 1] (eq. 14) */
     int sample_ndim;            /* shape of one sample, without the batch; 0 = any */
     int64_t sample_shape[DFX_MAX_DIMS - 1];
+    const char *scheduler_config; /* the scheduler config that came with the
+                                     weights (a diffusers folder's), or NULL;
+                                     used when the pipeline names no scheduler */
 } dfx_model_info;
 
 /* Conditioning tensors (text embeddings, class labels); defined by the
