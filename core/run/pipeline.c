@@ -541,6 +541,70 @@ fail:
     return st;
 }
 
+/* ---- single components ------------------------------------------------ */
+
+struct dfx_instance {
+    dfx__instance inst;
+};
+
+dfx_status dfx_instance_create(dfx_instance **out, dfx_registry *reg, dfx_kind kind, const char *yaml,
+                               const char *origin)
+{
+    dfx__node *sec;
+    const char *type;
+    char where[512];
+    *out = NULL;
+    dfx_status st = dfx__yaml_parse(yaml, strlen(yaml), origin, &sec);
+    if (st)
+        return st;
+    dfx_instance *i = calloc(1, sizeof *i);
+    if (!i) {
+        dfx__node_free(sec);
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    }
+    /* the core's keys of the section are validated, then dropped */
+    model_core mc;
+    scheduler_core sc;
+    sampler_core pc;
+    const dfx_option *core = kind == DFX_KIND_MODEL ? model_core_options
+                             : kind == DFX_KIND_SCHEDULER ? scheduler_core_options
+                                                          : sampler_core_options;
+    void *core_priv = kind == DFX_KIND_MODEL ? (void *)&mc : kind == DFX_KIND_SCHEDULER ? (void *)&sc : (void *)&pc;
+    dfx__options_defaults(core, core_priv);
+    if (sec->type != DFX__NODE_MAP)
+        st = dfx_error_set(DFX_ERR_CONFIG, "%s: expected a section of keys", origin);
+    else if (!(st = type_of(sec, dfx_kind_name(kind), &type)) && !type)
+        st = dfx_error_set(DFX_ERR_CONFIG, "%s: give a type", dfx__node_where(sec, where, sizeof where));
+    if (!st)
+        st = resolve_component(NULL, reg, kind, sec, core, core_priv, type, &i->inst);
+    dfx__options_free(core, core_priv);
+    dfx__node_free(sec);
+    if (st) {
+        free(i);
+        return st;
+    }
+    *out = i;
+    return DFX_OK;
+}
+
+void dfx_instance_destroy(dfx_instance *inst)
+{
+    if (!inst)
+        return;
+    dfx__instance_destroy(&inst->inst);
+    free(inst);
+}
+
+const dfx_component *dfx_instance_component(const dfx_instance *inst)
+{
+    return inst->inst.comp;
+}
+
+void *dfx_instance_priv(dfx_instance *inst)
+{
+    return inst->inst.priv;
+}
+
 /* ---- the resolved dump ------------------------------------------------ */
 
 static void dump_section(FILE *out, const char *name, const dfx_option *core_opts, const void *core,

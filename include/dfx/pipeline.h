@@ -53,6 +53,19 @@ DFX_API bool dfx_kind_parse(const char *name, dfx_kind *out);
 /* Prints the option table of a component as `dfx describe` shows it. */
 DFX_API void dfx_component_describe(const dfx_component *c, FILE *out);
 
+/* ---- single components ------------------------------------------------ */
+
+/* One component instantiated outside a pipeline (a model to call directly,
+ * say): `yaml` is its section as YAML text, "{type: unet2d, path: DIR}". */
+typedef struct dfx_instance dfx_instance;
+
+DFX_API dfx_status dfx_instance_create(dfx_instance **out, dfx_registry *reg, dfx_kind kind,
+                                       const char *yaml, const char *origin);
+DFX_API void dfx_instance_destroy(dfx_instance *inst);
+DFX_API const dfx_component *dfx_instance_component(const dfx_instance *inst);
+/* The component's private state, to pass to its ops. */
+DFX_API void *dfx_instance_priv(dfx_instance *inst);
+
 /* ---- pipelines -------------------------------------------------------- */
 
 typedef struct dfx_pipeline dfx_pipeline;
