@@ -3,11 +3,16 @@
  * linear, activations, timestep embeddings, attention, residual blocks,
  * up/down-sampling). float32, NCHW for images, [rows, features] for tokens.
  *
- * Every matrix product goes through OpenBLAS sgemm; elementwise work is
- * threaded with OpenMP. Layers keep their weights converted to float32 once,
- * at load; a forward pass takes its temporaries from a dfx_arena, so repeated
- * passes allocate nothing. Forward functions are not reentrant on the same
- * arena; layers themselves are read-only and may be shared. */
+ * Every matrix product goes through OpenBLAS sgemm, called from the calling
+ * thread; elementwise work is threaded with OpenMP when that cannot slow the
+ * products down: with OpenBLAS's pthreads build, idle OpenMP threads spin
+ * for milliseconds after each parallel region and starve the sgemm that
+ * follows, so the passes run on the calling thread unless OMP_WAIT_POLICY is
+ * passive (or OpenBLAS is single-threaded or built with OpenMP). Layers keep
+ * their weights converted to float32 once, at load; a forward pass takes its
+ * temporaries from a dfx_arena, so repeated passes allocate nothing. Forward
+ * functions are not reentrant on the same arena; layers themselves are
+ * read-only and may be shared. */
 #ifndef DFX_NN_H
 #define DFX_NN_H
 
@@ -25,7 +30,8 @@ extern "C" {
 /* ---- weights ---------------------------------------------------------- */
 
 /* A set of named tensors read from a checkpoint, remembering which were
- * used so that unknown extra tensors can be reported. */
+ * used so that unknown extra tensors can be reported. Loads update that
+ * record: one thread at a time per set. */
 typedef struct dfx_weights dfx_weights;
 
 /* Opens a .safetensors file or a sharded set (its *.index.json). */
@@ -36,21 +42,24 @@ DFX_API const char *dfx_weights_path(const dfx_weights *w);
 DFX_API bool dfx_weights_has(const dfx_weights *w, const char *name);
 
 /* Loads tensor `name`, converted to float32, into a new 64-byte aligned
- * array (free with free()). Its shape must equal shape[0..ndim); a missing
- * tensor or another shape is an error naming the file, the tensor and both
- * shapes. The tensor counts as used. */
+ * array (free with free()). Its shape must equal shape[0..ndim). Errors
+ * name the file and the tensor: DFX_ERR_NOT_FOUND "FILE: tensor 'NAME' is
+ * missing", DFX_ERR_FORMAT "FILE: tensor 'NAME' has shape [a,b] but the
+ * model expects [c,d]"; *out is NULL then. The tensor counts as used. */
 DFX_API dfx_status dfx_weights_load(dfx_weights *w, const char *name, int ndim,
                                     const int64_t *shape, float **out);
 
 /* As dfx_weights_load, trying each name in turn (NULL-terminated list;
- * newer names first, then legacy ones); the message names the first. */
+ * newer names first, then legacy ones); the message names the first, then
+ * the others in parentheses. */
 DFX_API dfx_status dfx_weights_load_any(dfx_weights *w, const char *const *names,
                                         int ndim, const int64_t *shape,
                                         float **out);
 
-/* Fails when tensors under `prefix` ("" for all) were never loaded,
- * naming the first few: a checkpoint with tensors the model does not use is
- * the wrong checkpoint for this configuration. */
+/* Fails (DFX_ERR_FORMAT) when tensors under `prefix` ("" for all) were
+ * never loaded, naming the first five in file order and counting the rest:
+ * a checkpoint with tensors the model does not use is the wrong checkpoint
+ * for this configuration. */
 DFX_API dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix);
 
 /* ---- scratch memory --------------------------------------------------- */
@@ -129,8 +138,8 @@ DFX_API void dfx_conv2d_free(dfx_conv2d *c);
 DFX_API void dfx_conv2d_out_size(const dfx_conv2d *c, int64_t h, int64_t w,
                                  int64_t *ho, int64_t *wo);
 
-/* y [n, cout, ho, wo] = conv(x [n, cin, h, w]). Scratch (the im2col tiles)
- * comes from the arena and is bounded independently of h * w. */
+/* y [n, cout, ho, wo] = conv(x [n, cin, h, w]). Scratch (im2col tiles of
+ * about 8 MiB) comes from the arena and is bounded independently of h * w. */
 DFX_API dfx_status dfx_conv2d_forward(const dfx_conv2d *c, const float *x, int64_t n,
                                       int64_t h, int64_t w, float *y, dfx_arena *a);
 
@@ -182,9 +191,11 @@ DFX_API void dfx_nn_timestep_embedding(const double *t, int64_t n, int64_t dim,
  * K and V [b, nk, heads*dh] (token-major, heads side by side, as the
  * projections produce them). Strides ldq/ldk/ldv/ldo are the row lengths of
  * the stored matrices (>= heads*dh), so Q, K and V can live in one fused
- * buffer. Computed one head and one block of queries at a time with a fused
- * softmax, so the score matrix held at once is bounded (4096-token
- * self-attention never materialises heads x 4096 x 4096). */
+ * buffer. Computed one block of queries at a time (of one head, or of
+ * several heads when one head's block is small) with a fused softmax, so
+ * the scores held at once stay under 4 MiB (4096-token self-attention never
+ * materialises heads x 4096 x 4096). NaN in the inputs gives NaN in the
+ * rows it reaches. */
 DFX_API dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
                                     const float *v, int64_t ldv, int64_t b, int64_t heads,
                                     int64_t nq, int64_t nk, int64_t dh, float scale,
@@ -245,7 +256,7 @@ DFX_API dfx_status dfx_spatial_attention_load(dfx_spatial_attention *s, dfx_weig
                                               double rescale);
 DFX_API void dfx_spatial_attention_free(dfx_spatial_attention *s);
 
-/* x [n, c, h, w] += attention(norm(x)) / rescale, in place. */
+/* x [n, c, h, w] = (x + attention(norm(x))) / rescale, in place. */
 DFX_API dfx_status dfx_spatial_attention_forward(const dfx_spatial_attention *s, float *x, int64_t n,
                                                  int64_t h, int64_t w, dfx_arena *a);
 

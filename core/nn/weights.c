@@ -1,0 +1,265 @@
+/* dfx_weights: named float32 tensors from a safetensors file or sharded set,
+ * converted once at load into 64-byte aligned arrays, with a record of which
+ * tensors the model took so that leftovers (a checkpoint for another
+ * configuration) are reported instead of silently ignored. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "core/nn/internal.h"
+#include "dfx/nn.h"
+#include "dfx/safetensors.h"
+
+/* Unused tensors named in check_used's message; the count covers the rest. */
+#define UNUSED_SHOWN 5
+
+struct dfx_weights {
+    dfx_safetensors *st;
+    int64_t count;
+    int64_t *by_name;   /* tensor indices sorted by name */
+    uint8_t *used;      /* bitmap over tensor indices */
+};
+
+/* qsort takes no context argument in C11: the set being sorted is passed
+ * through a thread-local, so opens on different threads do not race */
+static _Thread_local const dfx_safetensors *sort_set;
+
+static int cmp_index_name(const void *a, const void *b)
+{
+    return strcmp(dfx_safetensors_name(sort_set, *(const int64_t *)a),
+                  dfx_safetensors_name(sort_set, *(const int64_t *)b));
+}
+
+dfx_status dfx_weights_open(dfx_weights **out, const char *path)
+{
+    if (!out || !path)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_open: NULL argument");
+    *out = NULL;
+    dfx_weights *w = calloc(1, sizeof *w);
+    if (!w)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+    dfx_status st = dfx_safetensors_open(path, &w->st);
+    if (st) {
+        free(w);
+        return st;
+    }
+    w->count = dfx_safetensors_count(w->st);
+    size_t n = (size_t)(w->count ? w->count : 1);
+    w->by_name = malloc(n * sizeof *w->by_name);
+    w->used = calloc((n + 7) / 8, 1);
+    if (!w->by_name || !w->used) {
+        dfx_weights_close(w);
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    for (int64_t i = 0; i < w->count; i++)
+        w->by_name[i] = i;
+    sort_set = w->st;
+    qsort(w->by_name, (size_t)w->count, sizeof *w->by_name, cmp_index_name);
+    sort_set = NULL;
+    *out = w;
+    return DFX_OK;
+}
+
+void dfx_weights_close(dfx_weights *w)
+{
+    if (!w)
+        return;
+    dfx_safetensors_close(w->st);
+    free(w->by_name);
+    free(w->used);
+    free(w);
+}
+
+const char *dfx_weights_path(const dfx_weights *w)
+{
+    return w ? dfx_safetensors_path(w->st) : NULL;
+}
+
+/* Index of the tensor called name, or -1. */
+static int64_t find(const dfx_weights *w, const char *name)
+{
+    int64_t lo = 0, hi = w->count;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(dfx_safetensors_name(w->st, w->by_name[mid]), name);
+        if (c == 0)
+            return w->by_name[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+bool dfx_weights_has(const dfx_weights *w, const char *name)
+{
+    return w && name && find(w, name) >= 0;
+}
+
+static bool shape_equal(int na, const int64_t *a, int nb, const int64_t *b)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+static void shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
+{
+    dfx_tensor t = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
+    dfx_tensor_shape_str(&t, buf, size);
+}
+
+/* Converts the mapped (possibly unaligned) data of v into dst. The 16-bit
+ * and 64-bit float types, what checkpoints hold, go through a direct loop
+ * (memcpy per element: the mapping guarantees no alignment); anything else
+ * through dfx_safetensors_read's general conversion. */
+static dfx_status convert(const dfx_weights *w, const char *name, const dfx_tensor *v,
+                          float *dst, int64_t n)
+{
+    const unsigned char *src = v->data;
+    switch (v->dtype) {
+    case DFX_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+        return DFX_OK;
+    case DFX_DTYPE_F16:
+#pragma omp parallel for if (n > DFX__NN_PAR_MIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = dfx_f16_to_f32(h);
+        }
+        return DFX_OK;
+    case DFX_DTYPE_BF16:
+#pragma omp parallel for if (n > DFX__NN_PAR_MIN) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = dfx_bf16_to_f32(h);
+        }
+        return DFX_OK;
+    case DFX_DTYPE_F64:
+        for (int64_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, src + 8 * i, 8);
+            dst[i] = (float)d;
+        }
+        return DFX_OK;
+    default:
+        break;
+    }
+    dfx_tensor *t;
+    dfx_status st = dfx_safetensors_read(w->st, name, DFX_DTYPE_F32, &t);
+    if (st)
+        return st;
+    memcpy(dst, t->data, (size_t)n * sizeof *dst);
+    dfx_tensor_destroy(t);
+    return DFX_OK;
+}
+
+dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int ndim,
+                                 const int64_t *shape, int alt_ndim, const int64_t *alt_shape,
+                                 float **out)
+{
+    if (!out)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_load: out is NULL");
+    *out = NULL;
+    if (!w || !names || !names[0] || ndim < 0 || ndim > DFX_MAX_DIMS || (ndim && !shape))
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_load: invalid argument");
+    const char *path = dfx_weights_path(w);
+    int64_t idx = -1;
+    const char *name = NULL;
+    for (int i = 0; names[i] && idx < 0; i++) {
+        idx = find(w, names[i]);
+        name = names[i];
+    }
+    if (idx < 0) {
+        /* the first name is the one the current layout uses; legacy
+         * spellings that were also tried follow in parentheses */
+        char also[512] = "";
+        size_t used = 0;
+        for (int i = 1; names[i] && used < sizeof also; i++)
+            used += (size_t)snprintf(also + used, sizeof also - used, "%s'%s'",
+                                     i == 1 ? " (nor " : " or ", names[i]);
+        if (names[1] && used < sizeof also)
+            snprintf(also + used, sizeof also - used, ")");
+        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: tensor '%s' is missing%s", path, names[0],
+                             also);
+    }
+    dfx_tensor v;
+    dfx_status st = dfx_safetensors_view(w->st, name, &v);
+    if (st)
+        return st;
+    if (!shape_equal(v.ndim, v.shape, ndim, shape) &&
+        !(alt_ndim > 0 && shape_equal(v.ndim, v.shape, alt_ndim, alt_shape))) {
+        char have[256], want[256];
+        shape_str(v.ndim, v.shape, have, sizeof have);
+        shape_str(ndim, shape, want, sizeof want);
+        return dfx_error_set(DFX_ERR_FORMAT, "%s: tensor '%s' has shape %s but the model expects %s",
+                             path, name, have, want);
+    }
+    int64_t n = dfx_tensor_numel(&v);
+    float *data = dfx__aligned_alloc((size_t)n * sizeof *data);
+    if (!data)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: tensor '%s': out of memory (%lld floats)", path,
+                             name, (long long)n);
+    st = convert(w, name, &v, data, n);
+    if (st) {
+        free(data);
+        return st;
+    }
+    w->used[idx / 8] |= (uint8_t)(1u << (idx % 8));
+    *out = data;
+    return DFX_OK;
+}
+
+dfx_status dfx_weights_load_any(dfx_weights *w, const char *const *names, int ndim,
+                                const int64_t *shape, float **out)
+{
+    return dfx__weights_load_alt(w, names, ndim, shape, 0, NULL, out);
+}
+
+dfx_status dfx_weights_load(dfx_weights *w, const char *name, int ndim, const int64_t *shape,
+                            float **out)
+{
+    const char *names[2] = {name, NULL};
+    return dfx__weights_load_alt(w, names, ndim, shape, 0, NULL, out);
+}
+
+dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix)
+{
+    if (!w)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_check_used: NULL weights");
+    if (!prefix)
+        prefix = "";
+    size_t plen = strlen(prefix);
+    char list[1024] = "";
+    size_t len = 0;
+    int64_t unused = 0;
+    for (int64_t i = 0; i < w->count; i++) {
+        const char *name = dfx_safetensors_name(w->st, i);
+        if (strncmp(name, prefix, plen) != 0 || (w->used[i / 8] >> (i % 8)) & 1u)
+            continue;
+        if (unused < UNUSED_SHOWN && len < sizeof list)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s'%s'", unused ? ", " : "",
+                                    name);
+        unused++;
+    }
+    if (!unused)
+        return DFX_OK;
+    char more[64] = "";
+    if (unused > UNUSED_SHOWN)
+        snprintf(more, sizeof more, " and %lld more", (long long)(unused - UNUSED_SHOWN));
+    char under[300] = "";
+    if (*prefix)
+        snprintf(under, sizeof under, " under '%s'", prefix);
+    return dfx_error_set(DFX_ERR_FORMAT,
+                         "%s: %lld tensor%s%s %s not used by the model: %s%s (a checkpoint for "
+                         "another configuration?)",
+                         dfx_weights_path(w), (long long)unused, unused == 1 ? "" : "s", under,
+                         unused == 1 ? "is" : "are", list, more);
+}
