@@ -47,6 +47,58 @@ typedef struct dfx__png_text {
 dfx_status dfx__png_write(const char *path, const unsigned char *pixels, int width, int height,
                           int channels, const dfx__png_text *text, int ntext);
 
+/* One image for dfx__png_encode and dfx__png_write_batch: the arguments of
+ * dfx__png_write. */
+typedef struct dfx__png_item {
+    const char *path;
+    const unsigned char *pixels;
+    int width, height, channels;
+    const dfx__png_text *text;
+    int ntext;
+} dfx__png_item;
+
+/* The PNG file dfx__png_write would write, into a heap buffer (*data, freed
+ * by the caller); item->path only names it in messages. */
+dfx_status dfx__png_encode(const dfx__png_item *item, unsigned char **data, size_t *size);
+
+/* Writes n PNGs as a whole: every image is checked and encoded before any
+ * file is touched, then each file is written atomically (dfx__outfile); when
+ * one of them fails, the ones this call already wrote are removed again, and
+ * any folder it created. A file that was replaced is not brought back. */
+dfx_status dfx__png_write_batch(const dfx__png_item *items, int n);
+
+/* The largest image side dfx__png_read accepts (and so the largest the
+ * image outputs write, so that every image dfx makes can be re-run). */
+enum { DFX__PNG_MAX_SIDE = 16384 };
+
+/* A PNG as dfx__png_read returns it: 8-bit samples whatever the file held
+ * (palette expanded to RGB, tRNS to alpha, 16 bits rounded to 8, 1-4 bit
+ * gray widened). */
+typedef struct dfx__png_image {
+    int width, height;
+    int channels;            /* 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA */
+    unsigned char *pixels;   /* rows top to bottom, width * channels bytes each */
+    int ntext;
+    dfx__png_text *text;     /* tEXt, zTXt and iTXt chunks in file order, as UTF-8 */
+    char *strings;           /* the storage of text's keys and values */
+} dfx__png_image;
+
+/* Reads a PNG file strictly: a wrong signature, a CRC error in any chunk, a
+ * file that ends before IEND, more than DFX__PNG_MAX_SIDE pixels a side,
+ * more pixels than its bytes can hold, a text chunk beyond 8 MiB or more
+ * than 64 of them, and whatever else libpng objects to (warnings included)
+ * are DFX_ERR_FORMAT or DFX_ERR_UNSUPPORTED with a message naming path.
+ * Chunks other than the pixels' and text are skipped, their CRCs checked.
+ * Bytes after IEND are ignored. On failure *out is empty. Thread-safe. */
+dfx_status dfx__png_read(const char *path, dfx__png_image *out);
+/* The same from memory; `name` stands for the file in messages. The fuzzer
+ * calls it directly. */
+dfx_status dfx__png_read_memory(const char *name, const void *data, size_t size, dfx__png_image *out);
+/* Releases what a successful read returned; safe on an emptied image. */
+void dfx__png_image_fini(dfx__png_image *img);
+/* The value of the first text chunk named key, or NULL. */
+const char *dfx__png_image_text(const dfx__png_image *img, const char *key);
+
 /* log p(x) for points x [N, 2] float32 into out[N]: dfx_model_ops.log_density's shape. */
 typedef dfx_status (*dfx__log_density_fn)(void *ctx, const dfx_tensor *x, double *out);
 

@@ -1,6 +1,8 @@
-/* PNG output: the writer (round trips through libpng's reader, text chunks,
- * atomicity on every failure), the scatter plot, and a sample pipeline
- * writing .png with its settings in the file, pipelines/gmm.yaml included. */
+/* PNG files: the writer (round trips through libpng's reader, text chunks,
+ * atomicity on every failure, batches), the strict reader (round trips, the
+ * formats it converts, each kind of bad file refused with its message), the
+ * scatter plot, and a sample pipeline writing .png with its settings in the
+ * file, pipelines/gmm.yaml included. */
 #include <dirent.h>
 #include <ftw.h>
 #include <png.h>
@@ -275,6 +277,339 @@ START_TEST(test_png_failures)
 }
 END_TEST
 
+/* ---- the reader ------------------------------------------------------------ */
+
+/* CRC-32 of the PNG spec (annex D), to build and patch files. */
+static uint32_t crc32_of(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    ck_assert_ptr_nonnull(fp);
+    fseek(fp, 0, SEEK_END);
+    *len = (size_t)ftell(fp);
+    rewind(fp);
+    unsigned char *d = malloc(*len);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_uint_eq(fread(d, 1, *len, fp), *len);
+    fclose(fp);
+    return d;
+}
+
+static void spill(const char *path, const unsigned char *d, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(d, 1, len, fp), len);
+    fclose(fp);
+}
+
+/* Offset of the first chunk of this type in a PNG held in memory. */
+static size_t chunk_at(const unsigned char *d, size_t len, const char *type)
+{
+    for (size_t p = 8; p + 12 <= len;) {
+        uint32_t n = (uint32_t)d[p] << 24 | (uint32_t)d[p + 1] << 16 | (uint32_t)d[p + 2] << 8 | d[p + 3];
+        if (memcmp(d + p + 4, type, 4) == 0)
+            return p;
+        p += 12 + n;
+    }
+    ck_abort_msg("no %s chunk", type);
+    return 0;
+}
+
+/* A PNG that libpng itself writes, in the formats dfx does not write. */
+typedef struct libpng_case {
+    int color, depth;
+    bool interlace, trns;
+    int width, height;
+} libpng_case;
+
+static void write_with_libpng(const char *path, const libpng_case *c, const png_byte *rows_data, size_t stride,
+                              const png_text *text, int ntext)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    ck_assert(png && info);
+    ck_assert_int_eq(setjmp(png_jmpbuf(png)), 0);
+    png_init_io(png, fp);
+    png_set_IHDR(png, info, (png_uint_32)c->width, (png_uint_32)c->height, c->depth, c->color,
+                 c->interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_color palette[4] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {10, 20, 30}};
+    png_byte alpha[2] = {0, 128};
+    if (c->color == PNG_COLOR_TYPE_PALETTE)
+        png_set_PLTE(png, info, palette, 4);
+    if (c->trns)
+        png_set_tRNS(png, info, alpha, 2, NULL);
+    if (ntext)
+        png_set_text(png, info, text, ntext);
+    /* a gAMA chunk, which the reader skips */
+    png_set_gAMA(png, info, 0.45455);
+    png_write_info(png, info);
+    if (c->depth == 16)
+        png_set_swap(png); /* the rows below are host-order (little-endian) 16-bit */
+    png_bytep rows[64];
+    for (int y = 0; y < c->height; y++)
+        rows[y] = (png_bytep)rows_data + (size_t)y * stride;
+    png_write_image(png, rows);
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    fclose(fp);
+}
+
+/* Reads path with dfx__png_read, failing the test with its message. */
+static void read_ok(const char *path, dfx__png_image *img)
+{
+    ck_assert_msg(dfx__png_read(path, img) == DFX_OK, "%s", dfx_error_message());
+}
+
+START_TEST(test_png_read_round_trip)
+{
+    enum { W = 37, H = 23 };
+    unsigned char rgb[W * H * 3], gray[W * H];
+    for (int i = 0; i < W * H; i++) {
+        rgb[3 * i] = (unsigned char)(i * 7);
+        rgb[3 * i + 1] = (unsigned char)(i / 3);
+        rgb[3 * i + 2] = (unsigned char)(255 - i);
+        gray[i] = (unsigned char)(i * 13 + 1);
+    }
+    const char *utf8 = "un phare \xc3\xa0 l'aube \xe2\x80\x94 \xe7\x81\xaf\xe5\xa1\x94";
+    const dfx__png_text text[] = {{"parameters", "Steps: 30, Sampler: euler"}, {"dfx", "dfx: 1\nseed: 42\n"},
+                                  {"prompt", utf8}};
+    char path[256];
+    in_tmp(path, sizeof path, "rgb.png");
+    ck_assert_int_eq(dfx__png_write(path, rgb, W, H, 3, text, 3), DFX_OK);
+    dfx__png_image img;
+    read_ok(path, &img);
+    ck_assert_int_eq(img.width, W);
+    ck_assert_int_eq(img.height, H);
+    ck_assert_int_eq(img.channels, 3);
+    ck_assert_mem_eq(img.pixels, rgb, sizeof rgb);
+    ck_assert_int_eq(img.ntext, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_str_eq(img.text[i].key, text[i].key);
+        ck_assert_str_eq(img.text[i].value, text[i].value);
+    }
+    ck_assert_str_eq(dfx__png_image_text(&img, "dfx"), "dfx: 1\nseed: 42\n");
+    ck_assert_ptr_null(dfx__png_image_text(&img, "nope"));
+    dfx__png_image_fini(&img);
+    ck_assert_ptr_null(img.pixels);
+    dfx__png_image_fini(&img);
+
+    in_tmp(path, sizeof path, "gray.png");
+    ck_assert_int_eq(dfx__png_write(path, gray, W, H, 1, NULL, 0), DFX_OK);
+    read_ok(path, &img);
+    ck_assert_int_eq(img.channels, 1);
+    ck_assert_int_eq(img.ntext, 0);
+    ck_assert_mem_eq(img.pixels, gray, sizeof gray);
+    dfx__png_image_fini(&img);
+
+    /* the batch writer: every file, each with its own text */
+    char names[3][256];
+    const dfx__png_text t0[] = {{"k", "zero"}}, t1[] = {{"k", "one"}}, t2[] = {{"k", "two"}};
+    dfx__png_item items[3] = {{in_tmp(names[0], 256, "new/b0.png"), rgb, W, H, 3, t0, 1},
+                              {in_tmp(names[1], 256, "new/b1.png"), gray, W, H, 1, t1, 1},
+                              {in_tmp(names[2], 256, "new/b2.png"), rgb, 5, 5, 3, t2, 1}};
+    ck_assert_msg(dfx__png_write_batch(items, 3) == DFX_OK, "%s", dfx_error_message());
+    for (int k = 0; k < 3; k++) {
+        read_ok(names[k], &img);
+        ck_assert_int_eq(img.width, items[k].width);
+        ck_assert_int_eq(img.channels, items[k].channels);
+        ck_assert_mem_eq(img.pixels, items[k].pixels, (size_t)img.width * img.height * img.channels);
+        ck_assert_str_eq(dfx__png_image_text(&img, "k"), items[k].text[0].value);
+        dfx__png_image_fini(&img);
+    }
+}
+END_TEST
+
+START_TEST(test_png_read_formats)
+{
+    char path[256];
+    dfx__png_image img;
+    /* palette with transparency: RGBA, the palette's entries beyond tRNS opaque */
+    png_byte idx[3 * 2] = {0, 1, 2, 3, 1, 0};
+    libpng_case pal = {PNG_COLOR_TYPE_PALETTE, 8, false, true, 3, 2};
+    in_tmp(path, sizeof path, "palette.png");
+    write_with_libpng(path, &pal, idx, 3, NULL, 0);
+    read_ok(path, &img);
+    ck_assert_int_eq(img.channels, 4);
+    const unsigned char want_pal[] = {255, 0, 0, 0,   0, 255, 0, 128, 0, 0, 255, 255,
+                                      10, 20, 30, 255, 0, 255, 0, 128, 255, 0, 0, 0};
+    ck_assert_mem_eq(img.pixels, want_pal, sizeof want_pal);
+    dfx__png_image_fini(&img);
+
+    /* 16-bit RGB, interlaced: v * 257 reads back as v */
+    enum { W = 9, H = 7 };
+    uint16_t rgb16[W * H * 3];
+    unsigned char want[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) {
+        want[i] = (unsigned char)(i * 5 + 3);
+        rgb16[i] = (uint16_t)(want[i] * 257);
+    }
+    libpng_case deep = {PNG_COLOR_TYPE_RGB, 16, true, false, W, H};
+    in_tmp(path, sizeof path, "deep.png");
+    write_with_libpng(path, &deep, (const png_byte *)rgb16, W * 6, NULL, 0);
+    read_ok(path, &img);
+    ck_assert_int_eq(img.channels, 3);
+    ck_assert_int_eq(img.width, W);
+    ck_assert_mem_eq(img.pixels, want, sizeof want);
+    dfx__png_image_fini(&img);
+
+    /* 1-bit gray widens to 0 / 255; gray + alpha stays two channels; tEXt
+     * (Latin-1) and zTXt come back as UTF-8 */
+    png_byte bits[2] = {0xa0, 0x40}; /* 1 0 1 / 0 1 0 */
+    libpng_case onebit = {PNG_COLOR_TYPE_GRAY, 1, false, false, 3, 2};
+    png_text text[2] = {{PNG_TEXT_COMPRESSION_NONE, "Title", "caf\xe9", 0, 0, NULL, NULL},
+                        {PNG_TEXT_COMPRESSION_zTXt, "dfx", "dfx: 1\nseed: 3\n", 0, 0, NULL, NULL}};
+    in_tmp(path, sizeof path, "bits.png");
+    write_with_libpng(path, &onebit, bits, 1, text, 2);
+    read_ok(path, &img);
+    ck_assert_int_eq(img.channels, 1);
+    const unsigned char want_bits[] = {255, 0, 255, 0, 255, 0};
+    ck_assert_mem_eq(img.pixels, want_bits, sizeof want_bits);
+    ck_assert_int_eq(img.ntext, 2);
+    ck_assert_str_eq(dfx__png_image_text(&img, "Title"), "caf\xc3\xa9");
+    ck_assert_str_eq(dfx__png_image_text(&img, "dfx"), "dfx: 1\nseed: 3\n");
+    dfx__png_image_fini(&img);
+
+    png_byte ga[4] = {10, 20, 30, 40};
+    libpng_case gray_alpha = {PNG_COLOR_TYPE_GRAY_ALPHA, 8, false, false, 2, 1};
+    in_tmp(path, sizeof path, "ga.png");
+    write_with_libpng(path, &gray_alpha, ga, 4, NULL, 0);
+    read_ok(path, &img);
+    ck_assert_int_eq(img.channels, 2);
+    ck_assert_mem_eq(img.pixels, ga, 4);
+    dfx__png_image_fini(&img);
+}
+END_TEST
+
+/* dfx__png_read of `data` must fail with status `want` and a message that
+ * names the file and holds `sub`, and leave the image empty. */
+static void expect_read_error(const char *name, const unsigned char *data, size_t len, dfx_status want,
+                              const char *sub)
+{
+    char path[256];
+    in_tmp(path, sizeof path, name);
+    spill(path, data, len);
+    dfx__png_image img;
+    memset(&img, 0xab, sizeof img);
+    dfx_status st = dfx__png_read(path, &img);
+    const char *msg = dfx_error_message();
+    ck_assert_msg(st == want, "%s: status %d, want %d (%s)", name, st, want, msg);
+    ck_assert_msg(strstr(msg, path), "message \"%s\" does not name %s", msg, path);
+    ck_assert_msg(strstr(msg, sub), "%s: message \"%s\" lacks \"%s\"", name, msg, sub);
+    ck_assert_ptr_null(img.pixels);
+    ck_assert_ptr_null(img.text);
+    ck_assert_int_eq(img.ntext, 0);
+}
+
+START_TEST(test_png_read_errors)
+{
+    enum { W = 16, H = 16 };
+    unsigned char px[W * H * 3];
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (unsigned char)(i * 31);
+    char path[256];
+    const dfx__png_text text[] = {{"dfx", "dfx: 1\n"}};
+    in_tmp(path, sizeof path, "good.png");
+    ck_assert_int_eq(dfx__png_write(path, px, W, H, 3, text, 1), DFX_OK);
+    size_t len;
+    unsigned char *good = slurp(path, &len), *bad = malloc(len);
+    ck_assert_ptr_nonnull(bad);
+
+    /* not a PNG at all, or a PNG signature with one byte changed */
+    expect_read_error("empty.png", good, 0, DFX_ERR_FORMAT, "not a PNG file");
+    expect_read_error("yaml.png", (const unsigned char *)"dfx: 1\npipeline: sample\n", 24, DFX_ERR_FORMAT,
+                      "not a PNG file");
+    memcpy(bad, good, len);
+    bad[1] = 'Q';
+    expect_read_error("sig.png", bad, len, DFX_ERR_FORMAT, "not a PNG file");
+
+    /* a CRC error in the critical IHDR, and in the ancillary tEXt, which
+     * libpng's default would only warn about */
+    memcpy(bad, good, len);
+    bad[8 + 8 + 13] ^= 1;
+    expect_read_error("crc_ihdr.png", bad, len, DFX_ERR_FORMAT, "IHDR: CRC error");
+    memcpy(bad, good, len);
+    size_t t = chunk_at(good, len, "tEXt");
+    bad[t + 8 + 2] ^= 0x20; /* a byte of the text, not its CRC */
+    expect_read_error("crc_text.png", bad, len, DFX_ERR_FORMAT, "tEXt: CRC error");
+    memcpy(bad, good, len);
+    bad[len - 1] ^= 1;
+    expect_read_error("crc_iend.png", bad, len, DFX_ERR_FORMAT, "IEND: CRC error");
+
+    /* truncated anywhere, the last case a file without its IEND chunk */
+    const size_t cuts[] = {9, 20, 40, len / 2, len - 12, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "cut%zu.png", cuts[i]);
+        expect_read_error(name, good, cuts[i], DFX_ERR_FORMAT, "truncated PNG (the file ends before its IEND");
+    }
+
+    /* sizes: absurd (with a correct CRC, so that only the size is wrong),
+     * zero, and large within the limit but more than the file can hold */
+    const struct {
+        uint32_t w, h;
+        dfx_status st;
+        const char *sub;
+    } sizes[] = {
+        {100000, 16, DFX_ERR_UNSUPPORTED, "100000x16 pixels is larger than dfx reads (at most 16384x16384)"},
+        {16, 0x7fffffffu, DFX_ERR_UNSUPPORTED, "16x2147483647 pixels is larger than dfx reads"},
+        {0, 16, DFX_ERR_FORMAT, "Image width is zero in IHDR"},
+        {16384, 16384, DFX_ERR_FORMAT, "16384x16384 pixels cannot be stored in its"},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        memcpy(bad, good, len);
+        put_be32(bad + 16, sizes[i].w);
+        put_be32(bad + 20, sizes[i].h);
+        put_be32(bad + 29, crc32_of(bad + 12, 17));
+        expect_read_error("size.png", bad, len, sizes[i].st, sizes[i].sub);
+    }
+    free(bad);
+    free(good);
+
+    /* more text chunks than the reader keeps is an error, not a quiet loss */
+    dfx__png_text many[80];
+    char keys[80][8];
+    for (int i = 0; i < 80; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        many[i] = (dfx__png_text){keys[i], "v"};
+    }
+    in_tmp(path, sizeof path, "many.png");
+    ck_assert_int_eq(dfx__png_write(path, px, W, H, 3, many, 80), DFX_OK);
+    dfx__png_image img;
+    ck_assert_int_eq(dfx__png_read(path, &img), DFX_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dfx_error_message(), path));
+    ck_assert_int_eq(dfx__png_write(path, px, W, H, 3, many, 40), DFX_OK);
+    read_ok(path, &img);
+    ck_assert_int_eq(img.ntext, 40);
+    dfx__png_image_fini(&img);
+
+    in_tmp(path, sizeof path, "missing.png");
+    ck_assert_int_eq(dfx__png_read(path, &img), DFX_ERR_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(dfx_error_message(), "missing.png: cannot open"));
+}
+END_TEST
+
 /* ---- the plot ------------------------------------------------------------ */
 
 typedef struct density_probe {
@@ -399,7 +734,7 @@ START_TEST(test_pipeline_png)
     ck_assert_int_eq(b.width, 768);
     ck_assert_int_eq(b.height, 768);
     ck_assert_int_eq(b.channels, 3);
-    ck_assert_str_eq(text_of(&b, "parameters", NULL), "Steps: 10, Sampler: euler, Scheduler: linear, Seed: 5, "
+    ck_assert_str_eq(text_of(&b, "parameters", NULL), "Steps: 10, Sampler: euler, Schedule type: linear, Seed: 5, "
                                                       "Model: gmm");
     char *want = resolved(p);
     const char *got = text_of(&b, "dfx", NULL);
@@ -421,8 +756,8 @@ START_TEST(test_pipeline_png)
     ck_assert_int_eq(dfx_pipeline_parse(&p, yaml, strlen(yaml), "3d.yaml"), DFX_OK);
     ck_assert_int_eq(dfx_pipeline_resolve(p, reg), DFX_OK);
     ck_assert_int_eq(dfx_pipeline_run(p, NULL), DFX_ERR_UNSUPPORTED);
-    ck_assert_msg(strstr(dfx_error_message(), "PNG output draws 2-D points; these samples are [10,3]"), "%s",
-                  dfx_error_message());
+    ck_assert_msg(strstr(dfx_error_message(), "PNG output writes images [B, C, H, W] or draws 2-D points [B, 2]; "
+                                              "these samples are [10,3]"), "%s", dfx_error_message());
     dfx_pipeline_destroy(p);
     ck_assert_int_eq(count_entries(tmpdir), 1);
 
@@ -505,6 +840,9 @@ static Suite *png_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_png_round_trip);
     tcase_add_test(tc, test_png_failures);
+    tcase_add_test(tc, test_png_read_round_trip);
+    tcase_add_test(tc, test_png_read_formats);
+    tcase_add_test(tc, test_png_read_errors);
     tcase_add_test(tc, test_plot);
     tcase_add_test(tc, test_pipeline_png);
     tcase_add_test(tc, test_default_pipeline);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "dfx/dfx.h"
@@ -21,6 +22,9 @@ static const char usage_text[] =
     "commands:\n"
     "  run PIPELINE.yaml [--set key.path=value]... [--seed N] [--dry-run] [--trace FILE.safetensors] [--quiet]\n"
     "                      run a pipeline (--dry-run prints it resolved, every default explicit)\n"
+    "  run IMAGE.png [--set key.path=value]... [--seed N] ...\n"
+    "                      re-run the pipeline stored in a PNG that dfx made (into NAME-rerun.png when it\n"
+    "                      would write over the image)\n"
     "  list [KIND]         list components (KIND: scheduler, sampler, model)\n"
     "  describe KIND NAME  print a component's options: name, type, default, range/choices, help\n"
     "  inspect FILE.safetensors\n"
@@ -95,6 +99,108 @@ static const char *need_arg(int argc, char **argv, int *i)
     return argv[++*i];
 }
 
+/* Whether the file starts with the PNG signature: `dfx run` re-runs an
+ * image dfx made whatever the file is called. */
+static bool is_png_file(const char *path)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    unsigned char buf[8];
+    FILE *f = fopen(path, "rb");
+    bool yes = f && fread(buf, 1, sizeof buf, f) == sizeof buf && memcmp(buf, sig, sizeof sig) == 0;
+    if (f)
+        fclose(f);
+    return yes;
+}
+
+/* path's folder ("." when it names none) as a realpath, or NULL. */
+static char *real_folder(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    free(dir);
+    return real;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    bool same = ra && rb && strcmp(ra, rb) == 0;
+    free(ra);
+    free(rb);
+    return same;
+}
+
+/* Whether `image` is one of the files NAME-0000.png, NAME-0001.png, ... that
+ * a batch run with output.path NAME.png writes. */
+static bool in_batch_of(const char *image, const char *stored)
+{
+    size_t n = strlen(stored);
+    if (n < 4 || strcasecmp(stored + n - 4, ".png") != 0)
+        return false;
+    const char *sbase = strrchr(stored, '/'), *ibase = strrchr(image, '/');
+    sbase = sbase ? sbase + 1 : stored;
+    ibase = ibase ? ibase + 1 : image;
+    size_t stem = strlen(sbase) - 4, digits = 0;
+    if (strncmp(ibase, sbase, stem) != 0 || ibase[stem] != '-')
+        return false;
+    while (ibase[stem + 1 + digits] >= '0' && ibase[stem + 1 + digits] <= '9')
+        digits++;
+    if (digits < 4 || strcasecmp(ibase + stem + 1 + digits, ".png") != 0)
+        return false;
+    char *a = real_folder(image), *b = real_folder(stored);
+    bool same = a && b && strcmp(a, b) == 0;
+    free(a);
+    free(b);
+    return same;
+}
+
+/* For `dfx run IMAGE.png`: *set becomes the --set that keeps the re-run
+ * from writing over the image it came from, *target its path; both stay
+ * NULL when the stored output.path does not write over it (or there is
+ * none). It does when it is the image (a single image, or an image of a
+ * per_image batch, which stores its own name) or when the image is one of
+ * the files of the shared batch it stores; then NAME-rerun.png beside it
+ * instead (a batch writes NAME-rerun-0000.png, ...). */
+static dfx_status rerun_output(const char *image, const char *stored, char **target, char **set)
+{
+    *target = *set = NULL;
+    if (!stored)
+        return DFX_OK;
+    char *abs = NULL;
+    /* relative paths in the stored pipeline resolve against the image's folder */
+    const char *slash = strrchr(image, '/');
+    if (stored[0] != '/' && slash) {
+        size_t n = (size_t)(slash - image) + strlen(stored) + 2;
+        if (!(abs = malloc(n)))
+            return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        snprintf(abs, n, "%.*s/%s", (int)(slash - image), image, stored);
+        stored = abs;
+    }
+    dfx_status st = DFX_OK;
+    if (same_file(stored, image) || in_batch_of(image, stored)) {
+        size_t n = strlen(stored), stem = n >= 4 && strcasecmp(stored + n - 4, ".png") == 0 ? n - 4 : n;
+        *target = malloc(n + sizeof "-rerun");
+        /* a YAML single-quoted scalar: quotes doubled */
+        *set = malloc(sizeof "output.path=''" + 2 * (n + sizeof "-rerun"));
+        if (*target && *set) {
+            snprintf(*target, n + sizeof "-rerun", "%.*s-rerun%s", (int)stem, stored, stored + stem);
+            char *q = *set + sprintf(*set, "output.path='");
+            for (const char *c = *target; *c; c++)
+                if ((*q++ = *c) == '\'')
+                    *q++ = '\'';
+            strcpy(q, "'");
+        } else {
+            free(*target);
+            free(*set);
+            *target = *set = NULL;
+            st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        }
+    }
+    free(abs);
+    return st;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *file = NULL, *trace = NULL;
@@ -134,10 +240,30 @@ static int cmd_run(int argc, char **argv)
         die_usage("%s", "run: which pipeline? (dfx run PIPELINE.yaml)");
 
     dfx_pipeline *p;
-    dfx_status st = dfx_pipeline_load(&p, file);
+    const bool image = is_png_file(file);
+    dfx_status st = image ? dfx_pipeline_load_png(&p, file) : dfx_pipeline_load(&p, file);
     if (st) {
         free(sets);
         return fail(st);
+    }
+    bool own_output = false;
+    for (int i = 0; i < nsets; i++)
+        own_output = own_output || !strncmp(sets[i], "output.path=", 12) || !strncmp(sets[i], "output=", 7);
+    if (image && !own_output) {
+        char *target, *set;
+        st = rerun_output(file, dfx_pipeline_get(p, "output.path"), &target, &set);
+        if (!st && set) {
+            fprintf(stderr, "dfx: %s: its pipeline would write over it; writing %s instead (--set "
+                    "output.path=... to choose)\n", file, target);
+            st = dfx_pipeline_set(p, set);
+        }
+        free(set);
+        free(target);
+        if (st) {
+            free(sets);
+            dfx_pipeline_destroy(p);
+            return fail(st);
+        }
     }
     int rc = apply_overrides(p, sets, nsets);
     free(sets);

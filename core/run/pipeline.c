@@ -2,11 +2,13 @@
  * core's own option tables and the components' tables, instantiation from
  * the registry, the resolved dump, and the task runners. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/base/options.h"
 #include "core/internal.h"
@@ -109,8 +111,9 @@ static const dfx_option init_options[] = {
 
 static const dfx_option output_options[] = {
     DFX_OPTION_PATH("path", offsetof(output_opts, path),
-                    "where the result goes: .safetensors (tensor 'samples'), .png (2-D points: a scatter "
-                    "plot)"),
+                    "where the result goes: .safetensors (tensor 'samples', and 'image' [B, H, W, C] in "
+                    "[0, 1] for images), .png (images [B, C, H, W], C = 1 or 3: one file each, NAME-0000.png "
+                    "... when B > 1; 2-D points: a scatter plot)"),
     DFX_OPTION_END,
 };
 
@@ -187,6 +190,33 @@ dfx_status dfx_pipeline_load(dfx_pipeline **out, const char *path)
     return st;
 }
 
+dfx_status dfx_pipeline_load_png(dfx_pipeline **out, const char *path)
+{
+    dfx__png_image img;
+    *out = NULL;
+    dfx_status st = dfx__png_read(path, &img);
+    if (st)
+        return st;
+    const char *yaml = dfx__png_image_text(&img, "dfx");
+    if (!yaml) {
+        st = dfx_error_set(DFX_ERR_NOT_FOUND, "%s has no dfx pipeline in its metadata (not made by dfx?)", path);
+    } else {
+        /* "IMAGE.png#dfx:3:5: ..." in messages; relative paths resolve
+         * against the image's folder */
+        size_t n = strlen(path) + sizeof "#dfx";
+        char *origin = malloc(n);
+        if (!origin) {
+            st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        } else {
+            snprintf(origin, n, "%s#dfx", path);
+            st = dfx_pipeline_parse(out, yaml, strlen(yaml), origin);
+            free(origin);
+        }
+    }
+    dfx__png_image_fini(&img);
+    return st;
+}
+
 dfx_status dfx_pipeline_set(dfx_pipeline *p, const char *assignment)
 {
     char origin[1024];
@@ -243,6 +273,25 @@ dfx_status dfx_pipeline_set(dfx_pipeline *p, const char *assignment)
     dfx__node_free(value);
     free(path);
     return st;
+}
+
+const char *dfx_pipeline_get(const dfx_pipeline *p, const char *key)
+{
+    const dfx__node *n = p->root;
+    for (const char *k = key; n;) {
+        const char *dot = strchr(k, '.');
+        size_t len = dot ? (size_t)(dot - k) : strlen(k);
+        char part[256];
+        if (n->type != DFX__NODE_MAP || len == 0 || len >= sizeof part)
+            return NULL;
+        memcpy(part, k, len);
+        part[len] = '\0';
+        n = dfx__node_get(n, part);
+        if (!dot)
+            break;
+        k = dot + 1;
+    }
+    return n && n->type == DFX__NODE_SCALAR && dfx__scalar_kind_of(n) != DFX__SCALAR_NULL ? n->text : NULL;
 }
 
 /* ---- resolution ------------------------------------------------------- */
@@ -724,6 +773,13 @@ static bool has_ext(const char *path, const char *ext)
     return n > e && strcasecmp(path + n - e, ext) == 0;
 }
 
+/* Samples that image outputs take: [B, C, H, W] with C = 1 (gray) or 3
+ * (RGB), as diffusers' image processor does. */
+static bool image_shaped(int ndim, const int64_t *shape)
+{
+    return ndim == 4 && (shape[1] == 1 || shape[1] == 3);
+}
+
 /* Whether output.path can take samples of this shape: called before
  * sampling, so a run does not end in an error it could have given first. */
 static dfx_status check_output(const dfx_pipeline *p, int ndim, const int64_t *shape)
@@ -733,18 +789,206 @@ static dfx_status check_output(const dfx_pipeline *p, int ndim, const int64_t *s
         return DFX_OK;
     if (!has_ext(path, ".png"))
         return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': unsupported extension (use .safetensors, "
-                                                  "or .png for 2-D points)", path);
-    if (ndim != 2 || shape[1] != 2) {
-        dfx_tensor t = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
-        char buf[128];
-        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': PNG output draws 2-D points; these samples "
-                                                  "are %s (write .safetensors instead)", path,
-                             dfx_tensor_shape_str(&t, buf, sizeof buf));
-    }
+                                                  "or .png for images [B, C, H, W] and 2-D points [B, 2])", path);
+    if (ndim == 2 && shape[1] == 2)
+        return DFX_OK;
+    dfx_tensor t = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
+    char buf[128];
+    dfx_tensor_shape_str(&t, buf, sizeof buf);
+    if (ndim != 4)
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': PNG output writes images [B, C, H, W] or "
+                                                  "draws 2-D points [B, 2]; these samples are %s (write "
+                                                  ".safetensors instead)", path, buf);
+    if (shape[0] > INT_MAX)
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': %lld images are more PNG files than dfx "
+                                                  "writes in one run", path, (long long)shape[0]);
+    if (!image_shaped(ndim, shape))
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': PNG images have 1 (gray) or 3 (RGB) "
+                                                  "channels; these samples are %s, %lld channels (write "
+                                                  ".safetensors instead)", path, buf, (long long)shape[1]);
+    if (shape[2] > DFX__PNG_MAX_SIDE || shape[3] > DFX__PNG_MAX_SIDE)
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "output.path '%s': these samples are %s; dfx writes PNG "
+                                                  "images of at most %d pixels a side (write .safetensors "
+                                                  "instead)", path, buf, DFX__PNG_MAX_SIDE);
     return DFX_OK;
 }
 
-static dfx_status write_png(const dfx_pipeline *p, const dfx_tensor *x)
+/* diffusers' image post-processing (VaeImageProcessor.denormalize):
+ * (x / 2 + 0.5).clamp(0, 1) in float32. */
+static float denormalize(float x)
+{
+    float v = x / 2 + 0.5f;
+    return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
+/* One image [C, H, W] as 8-bit rows of pixels, as diffusers' numpy_to_pil:
+ * (image * 255).round() in float32, rounding half to even as numpy does
+ * (rintf in the default rounding mode). */
+static void image_pixels(const float *x, int64_t c, int64_t h, int64_t w, unsigned char *out)
+{
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t i = 0; i < w; i++)
+            for (int64_t k = 0; k < c; k++)
+                *out++ = (unsigned char)rintf(denormalize(x[(k * h + y) * w + i]) * 255);
+}
+
+/* The settings of an image as A1111 writes them into its `parameters` text
+ * chunk, which image tools (A1111's PNG Info, civitai, ComfyUI nodes) read:
+ * the prompt, "Negative prompt: ...", then one line of "Key: value" pairs
+ * with A1111's keys where it has one. */
+typedef struct a1111_params {
+    const char *prompt;            /* NULL or "": no prompt lines */
+    const char *negative_prompt;   /* NULL or "": no negative prompt line */
+    int64_t steps;
+    const char *sampler, *schedule;
+    double cfg_scale;              /* NAN: no guidance, no "CFG scale" */
+    int64_t seed;
+    int64_t width, height;         /* 0: no "Size" (the 2-D plot) */
+    const char *model;
+} a1111_params;
+
+/* A value as A1111 quotes it (infotext_utils.quote): JSON when it holds a
+ * comma, colon or newline, which would break the line into wrong pairs. */
+static void a1111_value(FILE *f, const char *v)
+{
+    if (!strpbrk(v, ",:\n")) {
+        fputs(v, f);
+        return;
+    }
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c == '\n')
+            fputs("\\n", f);
+        else if (*c < 0x20)
+            fprintf(f, "\\u%04x", *c);
+        else
+            fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+static char *a1111_text(const a1111_params *a)
+{
+    char *mem = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&mem, &len);
+    if (!f)
+        return NULL;
+    if (a->prompt && *a->prompt)
+        fprintf(f, "%s\n", a->prompt);
+    if (a->negative_prompt && *a->negative_prompt)
+        fprintf(f, "Negative prompt: %s\n", a->negative_prompt);
+    fprintf(f, "Steps: %lld, Sampler: ", (long long)a->steps);
+    a1111_value(f, a->sampler);
+    fputs(", Schedule type: ", f);
+    a1111_value(f, a->schedule);
+    if (!isnan(a->cfg_scale))
+        fprintf(f, ", CFG scale: %g", a->cfg_scale);
+    fprintf(f, ", Seed: %lld", (long long)a->seed);
+    if (a->width)
+        fprintf(f, ", Size: %lldx%lld", (long long)a->width, (long long)a->height);
+    fputs(", Model: ", f);
+    a1111_value(f, a->model);
+    if (fclose(f) != 0) {
+        free(mem);
+        return NULL;
+    }
+    return mem;
+}
+
+/* dir + "/" + rel in a new string. */
+static char *join_path(const char *dir, const char *rel)
+{
+    size_t n = strlen(dir) + strlen(rel) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s", dir, rel);
+    return s;
+}
+
+/* Makes the path options of `priv` (a copy made to be dumped) absolute
+ * against cwd; the new strings go to owned[*n] (at most max). */
+static bool absolute_paths(const dfx_option *opts, void *priv, const char *cwd, char **owned, size_t *n,
+                           size_t max)
+{
+    for (const dfx_option *o = opts; o && o->name; o++) {
+        char **field = (char **)((char *)priv + o->offset);
+        if (o->type != DFX_OPTION_TYPE_PATH || !*field || !**field || **field == '/')
+            continue;
+        if (*n == max || !(owned[*n] = join_path(cwd, *field)))
+            return false;
+        *field = owned[(*n)++];
+    }
+    return true;
+}
+
+/* The pipeline stored with an output (PNG text chunk `dfx`, safetensors
+ * metadata) into *text: the resolved pipeline with every relative path made
+ * absolute, so that it re-runs from any folder, and out_path as its output.
+ *
+ * What re-running it reproduces: with `image` < 0 the whole run. With
+ * image = k, image k of a per_image batch alone: seed + k with batch 1,
+ * which the per_image rule makes the same image. Under shared noise (or
+ * init.noise) an image depends on its whole batch, so the caller stores the
+ * whole run's pipeline and a re-run reproduces the whole batch. */
+static dfx_status stored_pipeline(const dfx_pipeline *p, int64_t image, const char *out_path, char **text)
+{
+    enum { MAX_OWNED = 256 };
+    char *owned[MAX_OWNED];
+    size_t nowned = 0;
+    void *privs[3] = {NULL, NULL, NULL};
+    *text = NULL;
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd)
+        return dfx_error_set(DFX_ERR_IO, "%s: cannot name the current folder for the stored pipeline's paths: "
+                                         "%s", out_path, strerror(errno));
+    /* a copy that is only dumped, never released: its path fields and the
+     * components' options point at new strings and copies */
+    dfx_pipeline c = *p;
+    dfx__instance *insts[3] = {&c.model, &c.scheduler, &c.sampler};
+    const bool present[3] = {p->has_model, true, p->has_sampler};
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; i++) {
+        const dfx_component *comp = insts[i]->comp;
+        if (!present[i] || !comp->priv_size)
+            continue;
+        ok = (privs[i] = malloc(comp->priv_size)) != NULL;
+        if (ok) {
+            memcpy(privs[i], insts[i]->priv, comp->priv_size);
+            insts[i]->priv = privs[i];
+            ok = absolute_paths(comp->options, privs[i], cwd, owned, &nowned, MAX_OWNED);
+        }
+    }
+    c.output.path = (char *)out_path;
+    ok = ok && absolute_paths(task_options, &c.task, cwd, owned, &nowned, MAX_OWNED) &&
+         absolute_paths(model_core_options, &c.mcore, cwd, owned, &nowned, MAX_OWNED) &&
+         absolute_paths(scheduler_core_options, &c.score, cwd, owned, &nowned, MAX_OWNED) &&
+         absolute_paths(sampler_core_options, &c.pcore, cwd, owned, &nowned, MAX_OWNED) &&
+         absolute_paths(init_options, &c.init, cwd, owned, &nowned, MAX_OWNED) &&
+         absolute_paths(output_options, &c.output, cwd, owned, &nowned, MAX_OWNED);
+    int64_t shape[DFX_MAX_DIMS];
+    if (ok && image >= 0) {
+        c.task.seed += image;
+        c.task.batch = 1;
+        if (c.task.shape.n > 0 && c.task.shape.n <= DFX_MAX_DIMS) {
+            memcpy(shape, c.task.shape.v, (size_t)c.task.shape.n * sizeof *shape);
+            shape[0] = 1;
+            c.task.shape.v = shape;
+        }
+    }
+    if (ok)
+        *text = resolved_text(&c);
+    for (size_t i = 0; i < nowned; i++)
+        free(owned[i]);
+    for (int i = 0; i < 3; i++)
+        free(privs[i]);
+    free(cwd);
+    return *text ? DFX_OK : dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory for the stored pipeline", out_path);
+}
+
+static dfx_status write_plot(const dfx_pipeline *p, const dfx_tensor *x)
 {
     enum { SIZE = 768 };
     const dfx_model_ops *mops = p->model.comp->ops;
@@ -756,41 +1000,125 @@ static dfx_status write_png(const dfx_pipeline *p, const dfx_tensor *x)
         free(rgb);
         return dfx_error_prefix(st, "%s: ", p->output.path);
     }
-    /* the A1111-style summary, and the resolved pipeline that re-runs it */
-    char params[512];
-    snprintf(params, sizeof params, "Steps: %lld, Sampler: %s, Scheduler: %s, Seed: %lld, Model: %s",
-             (long long)p->score.steps, p->sampler.comp->name, p->scheduler.comp->name, (long long)p->task.seed,
-             p->model.comp->name);
-    char *yaml = resolved_text(p);
-    if (!yaml) {
-        free(rgb);
-        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    /* the A1111-style summary (no Size: the points are not the picture),
+     * and the pipeline that re-runs it */
+    const a1111_params a = {NULL, NULL, p->score.steps, p->sampler.comp->name, p->scheduler.comp->name, NAN,
+                            p->task.seed, 0, 0, p->model.comp->name};
+    char *params = a1111_text(&a), *yaml = NULL;
+    if (!params)
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    else if (!(st = stored_pipeline(p, -1, p->output.path, &yaml))) {
+        const dfx__png_text text[] = {{"parameters", params}, {"dfx", yaml}};
+        st = dfx__png_write(p->output.path, rgb, SIZE, SIZE, 3, text, 2);
     }
-    const dfx__png_text text[] = {{"parameters", params}, {"dfx", yaml}};
-    st = dfx__png_write(p->output.path, rgb, SIZE, SIZE, 3, text, 2);
+    free(params);
     free(yaml);
     free(rgb);
     return st;
 }
 
-static dfx_status write_samples(const dfx_pipeline *p, const dfx_tensor *x)
+/* Whether image k's stored pipeline can be that image alone (see
+ * stored_pipeline): per_image noise drawn by the run, and seed + k still a
+ * valid seed. */
+static bool image_alone(const dfx_pipeline *p, int64_t batch)
+{
+    return batch > 1 && p->task.noise == NOISE_PER_IMAGE && !p->init.noise && p->task.seed <= INT64_MAX - batch;
+}
+
+/* Images [B, C, H, W] as PNG files: output.path itself when B = 1, else
+ * NAME-0000.png, NAME-0001.png, ... from NAME.png; all of them or none
+ * (dfx__png_write_batch). Each carries its A1111 `parameters` and the
+ * pipeline that re-runs it (`dfx`). */
+static dfx_status write_images(const dfx_pipeline *p, const dfx_tensor *x)
+{
+    const int64_t batch = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
+    const size_t per = (size_t)(c * h * w);
+    const char *path = p->output.path;
+    const size_t stem = strlen(path) - 4; /* check_output saw ".png" */
+    const bool alone = image_alone(p, batch);
+    dfx_status st = DFX_OK;
+    unsigned char *pixels = malloc((size_t)batch * per);
+    dfx__png_item *items = calloc((size_t)batch, sizeof *items);
+    dfx__png_text *text = calloc((size_t)batch * 2, sizeof *text);
+    char **strings = calloc((size_t)batch * 3, sizeof *strings); /* name, parameters, pipeline */
+    if (!pixels || !items || !text || !strings)
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory for %lld images", path, (long long)batch);
+    for (int64_t k = 0; k < batch && !st; k++) {
+        char **name = &strings[3 * k], **params = name + 1, **yaml = name + 2;
+        size_t n = strlen(path) + 32;
+        if ((*name = malloc(n))) {
+            if (batch == 1)
+                snprintf(*name, n, "%s", path);
+            else
+                snprintf(*name, n, "%.*s-%04lld%s", (int)stem, path, (long long)k, path + stem);
+        }
+        image_pixels((const float *)x->data + (size_t)k * per, c, h, w, pixels + (size_t)k * per);
+        const a1111_params a = {NULL, NULL, p->score.steps, p->sampler.comp->name, p->scheduler.comp->name,
+                                NAN, alone ? p->task.seed + k : p->task.seed, w, h, p->model.comp->name};
+        if (!*name || !(*params = a1111_text(&a))) {
+            st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+            break;
+        }
+        /* a shared batch is re-run whole: its pipeline names the batch's path */
+        if ((st = alone ? stored_pipeline(p, k, *name, yaml) : stored_pipeline(p, -1, path, yaml)))
+            break;
+        text[2 * k] = (dfx__png_text){"parameters", *params};
+        text[2 * k + 1] = (dfx__png_text){"dfx", *yaml};
+        items[k] = (dfx__png_item){*name, pixels + (size_t)k * per, (int)w, (int)h, (int)c, &text[2 * k], 2};
+    }
+    if (!st)
+        st = dfx__png_write_batch(items, (int)batch);
+    for (int64_t i = 0; strings && i < 3 * batch; i++)
+        free(strings[i]);
+    free(strings);
+    free(text);
+    free(items);
+    free(pixels);
+    return st;
+}
+
+/* The samples (tensor `samples`) and, for images, the image as diffusers'
+ * output_type="np" gives it (tensor `image`: [B, H, W, C] float32 in
+ * [0, 1]), with the pipeline that re-runs them in the metadata. */
+static dfx_status write_tensors(const dfx_pipeline *p, const dfx_tensor *x)
 {
     const char *path = p->output.path;
+    dfx_tensor *img = NULL;
+    dfx_status st = DFX_OK;
+    if (image_shaped(x->ndim, x->shape)) {
+        const int64_t b = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
+        const int64_t nhwc[4] = {b, h, w, c};
+        if ((st = dfx_tensor_create(&img, DFX_DTYPE_F32, 4, nhwc)))
+            return st;
+        const float *src = x->data;
+        float *dst = img->data;
+        for (int64_t n = 0; n < b; n++)
+            for (int64_t y = 0; y < h; y++)
+                for (int64_t i = 0; i < w; i++)
+                    for (int64_t k = 0; k < c; k++)
+                        *dst++ = denormalize(src[((n * c + k) * h + y) * w + i]);
+    }
+    char *yaml;
+    if (!(st = stored_pipeline(p, -1, path, &yaml))) {
+        const char *names[] = {"samples", "image"};
+        const dfx_tensor *ts[] = {x, img};
+        const char *mk[] = {"dfx_pipeline"};
+        const char *mv[] = {yaml};
+        st = dfx_safetensors_write(path, img ? 2 : 1, names, ts, 1, mk, mv);
+        free(yaml);
+    }
+    dfx_tensor_destroy(img);
+    return st;
+}
+
+static dfx_status write_samples(const dfx_pipeline *p, const dfx_tensor *x)
+{
     dfx_status st = check_output(p, x->ndim, x->shape);
     if (st)
         return st;
-    if (has_ext(path, ".png")) {
-        st = write_png(p, x);
-    } else {
-        char *yaml = resolved_text(p);
-        const char *names[] = {"samples"};
-        const dfx_tensor *ts[] = {x};
-        const char *mk[] = {"dfx_pipeline"};
-        const char *mv[] = {yaml ? yaml : ""};
-        st = dfx_safetensors_write(path, 1, names, ts, 1, mk, mv);
-        free(yaml);
-    }
-    return st;
+    if (!has_ext(p->output.path, ".png"))
+        return write_tensors(p, x);
+    return x->ndim == 2 ? write_plot(p, x) : write_images(p, x);
 }
 
 static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)

@@ -83,6 +83,21 @@ DFX_API dfx_status dfx_pipeline_parse(dfx_pipeline **out, const char *text,
  * exists is checked by dfx_pipeline_resolve, which names the --set. */
 DFX_API dfx_status dfx_pipeline_set(dfx_pipeline *p, const char *assignment);
 
+/* Reads the pipeline that dfx stored in a PNG it wrote (the `dfx` text
+ * chunk: the resolved pipeline, its paths absolute, set up to reproduce that
+ * image). The file is read strictly: a file that is not a PNG, or is
+ * corrupt or truncated, is refused with a message naming it; a PNG without
+ * the chunk is DFX_ERR_NOT_FOUND, "IMAGE.png has no dfx pipeline in its
+ * metadata (not made by dfx?)". Messages about the pipeline name
+ * "IMAGE.png#dfx:line:col"; a relative path in it resolves against the
+ * image's folder. */
+DFX_API dfx_status dfx_pipeline_load_png(dfx_pipeline **out, const char *path);
+
+/* The text of the scalar at "key.path" (as dfx_pipeline_set names keys) in
+ * the pipeline as loaded and overridden; NULL when the key is absent, null
+ * or not a scalar. Valid until the next dfx_pipeline_set or destroy. */
+DFX_API const char *dfx_pipeline_get(const dfx_pipeline *p, const char *key);
+
 /* Validates everything and instantiates the components from the registry
  * (which must outlive the pipeline). Errors name file:line:col or --set. */
 DFX_API dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg);
