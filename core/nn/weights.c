@@ -3,11 +3,13 @@
  * tensors the model took so that leftovers (a checkpoint for another
  * configuration) are reported instead of silently ignored. */
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/internal.h"
 #include "core/nn/internal.h"
+#include "dfx/rng.h"
 #include "dfx/nn.h"
 #include "dfx/safetensors.h"
 
@@ -15,7 +17,8 @@
 #define UNUSED_SHOWN 5
 
 struct dfx_weights {
-    dfx_safetensors *st;
+    dfx_safetensors *st;     /* NULL for a random source */
+    dfx_rng *rng;            /* the random source's generator */
     int64_t count;
     int64_t *by_name;   /* tensor indices sorted by name */
     uint8_t *used;      /* bitmap over tensor indices */
@@ -61,10 +64,52 @@ dfx_status dfx_weights_open(dfx_weights **out, const char *path)
     return DFX_OK;
 }
 
+dfx_status dfx_weights_open_random(dfx_weights **out, uint64_t seed)
+{
+    *out = NULL;
+    dfx_weights *w = calloc(1, sizeof *w);
+    if (!w)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    dfx_status st = dfx_rng_create(&w->rng, seed);
+    if (st) {
+        free(w);
+        return st;
+    }
+    *out = w;
+    return DFX_OK;
+}
+
+/* A random source's tensor: norm scales 1, biases 0, other weights normal
+ * with std 1/sqrt(fan_in) (fan_in = all but the first dimension), so that
+ * activations keep unit scale through a network as they do when trained. */
+static dfx_status load_random(dfx_weights *w, const char *name, int ndim, const int64_t *shape, float **out)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    float *data = dfx__aligned_alloc((size_t)n * sizeof *data);
+    if (!data)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "random weights: out of memory for '%s'", name);
+    size_t len = strlen(name);
+    bool bias = len >= 5 && strcmp(name + len - 5, ".bias") == 0;
+    if (bias || ndim == 1) {
+        for (int64_t i = 0; i < n; i++)
+            data[i] = bias ? 0.0f : 1.0f;
+    } else {
+        dfx_rng_normal(w->rng, data, n);
+        float scale = (float)(1 / sqrt((double)(n / shape[0])));
+        for (int64_t i = 0; i < n; i++)
+            data[i] *= scale;
+    }
+    *out = data;
+    return DFX_OK;
+}
+
 void dfx_weights_close(dfx_weights *w)
 {
     if (!w)
         return;
+    dfx_rng_destroy(w->rng);
     dfx_safetensors_close(w->st);
     free(w->by_name);
     free(w->used);
@@ -73,7 +118,7 @@ void dfx_weights_close(dfx_weights *w)
 
 const char *dfx_weights_path(const dfx_weights *w)
 {
-    return w ? dfx_safetensors_path(w->st) : NULL;
+    return !w ? NULL : w->st ? dfx_safetensors_path(w->st) : "(random weights)";
 }
 
 /* Index of the tensor called name, or -1. */
@@ -95,7 +140,7 @@ static int64_t find(const dfx_weights *w, const char *name)
 
 bool dfx_weights_has(const dfx_weights *w, const char *name)
 {
-    return w && name && find(w, name) >= 0;
+    return w && name && (w->rng || find(w, name) >= 0);
 }
 
 static bool shape_equal(int na, const int64_t *a, int nb, const int64_t *b)
@@ -170,6 +215,8 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
     *out = NULL;
     if (!w || !names || !names[0] || ndim < 0 || ndim > DFX_MAX_DIMS || (ndim && !shape))
         return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_load: invalid argument");
+    if (w->rng)
+        return load_random(w, names[0], ndim, shape, out);
     const char *path = dfx_weights_path(w);
     int64_t idx = -1;
     const char *name = NULL;
@@ -236,6 +283,8 @@ dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix)
         return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_check_used: NULL weights");
     if (!prefix)
         prefix = "";
+    if (w->rng)
+        return DFX_OK;
     size_t plen = strlen(prefix);
     char list[1024] = "";
     size_t len = 0;

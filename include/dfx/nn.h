@@ -36,6 +36,10 @@ typedef struct dfx_weights dfx_weights;
 
 /* Opens a .safetensors file or a sharded set (its *.index.json). */
 DFX_API dfx_status dfx_weights_open(dfx_weights **out, const char *path);
+/* A source of seeded random weights of whatever shape is asked (norm
+ * scales 1, biases 0, others N(0, 1/fan_in)): full-size networks for
+ * benchmarks without a checkpoint. Every name exists; none is unused. */
+DFX_API dfx_status dfx_weights_open_random(dfx_weights **out, uint64_t seed);
 DFX_API void dfx_weights_close(dfx_weights *w);
 DFX_API const char *dfx_weights_path(const dfx_weights *w);
 
