@@ -110,8 +110,11 @@ typedef struct cfg_reader {
 static dfx_status field_error(const cfg_reader *r, const char *key, const char *msg)
 {
     const dfx_json *v = dfx_json_get(r->root, key);
-    return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s:%d:%d: field '%s': %s", r->path, v ? dfx_json_line(v) : 0,
-                         v ? dfx_json_column(v) : 0, key, msg);
+    if (!v)
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: field '%s' (absent, so diffusers' default): %s", r->path,
+                             key, msg);
+    return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s:%d:%d: field '%s': %s", r->path, dfx_json_line(v),
+                         dfx_json_column(v), key, msg);
 }
 
 /* An integer field (default when absent or null). */
@@ -179,11 +182,21 @@ static dfx_status expect_string(const cfg_reader *r, const char *key, const char
     return field_error(r, key, msg);
 }
 
+/* Block types; absent means diffusers' default, attention on all but the
+ * outermost of 4 levels ((Attn)DownBlock2D x 4 and the mirror image). */
 static dfx_status block_types(const cfg_reader *r, const char *key, const char *plain, const char *attn,
                               int64_t n, bool *out)
 {
     const dfx_json *v = dfx_json_get(r->root, key);
-    if (!v || dfx_json_type_of(v) != DFX_JSON_ARRAY || dfx_json_size(v) != n)
+    if (!v) {
+        if (n != 4)
+            return field_error(r, key, "the default lists 4 blocks but block_out_channels has another length");
+        bool down = strcmp(plain, "DownBlock2D") == 0;
+        for (int64_t i = 0; i < 4; i++)
+            out[i] = down ? i > 0 : i < 3;
+        return DFX_OK;
+    }
+    if (dfx_json_type_of(v) != DFX_JSON_ARRAY || dfx_json_size(v) != n)
         return field_error(r, key, "expected a list with one block type per entry of block_out_channels");
     for (int64_t i = 0; i < n; i++) {
         const char *s = dfx_json_string(dfx_json_at(v, i));
