@@ -730,7 +730,15 @@ typedef struct conv_case {
     int64_t n, cin, cout, h, w, k, s, pt, pl, pb, pr;
     bool bias, flat;   /* flat: [cout, cin] weight for a 1x1 */
     const char *what;
+    dfx_conv2d_algo algo;
+    double tol;        /* 0: 1e-5 */
 } conv_case;
+
+/* the algorithms, short for the case tables */
+#define AUTO DFX_CONV2D_ALGO_AUTO
+#define IM2COL DFX_CONV2D_ALGO_IM2COL
+#define WG2 DFX_CONV2D_ALGO_WINOGRAD_2X2
+#define WG4 DFX_CONV2D_ALGO_WINOGRAD_4X4
 
 static void run_conv_case(const conv_case *cc)
 {
@@ -747,6 +755,7 @@ static void run_conv_case(const conv_case *cc)
     conv.pad_left = cc->pl;
     conv.pad_bottom = cc->pb;
     conv.pad_right = cc->pr;
+    ck_assert_msg(dfx_conv2d_set_algo(&conv, cc->algo) == DFX_OK, "%s", dfx_error_message());
     int64_t ho, wo;
     dfx_conv2d_out_size(&conv, cc->h, cc->w, &ho, &wo);
     float *x = rand_floats(cc->n * cc->cin * cc->h * cc->w, 1, 0);
@@ -767,7 +776,7 @@ static void run_conv_case(const conv_case *cc)
                   dfx_error_message());
     ck_assert_float_eq(y[ny], 12345.0f);
     ck_assert_uint_eq(dfx_arena_mark(a), 0);
-    check_close(cc->what, y, ref, ny, 1e-5);
+    check_close(cc->what, y, ref, ny, cc->tol > 0 ? cc->tol : 1e-5);
     dfx_arena_destroy(a);
     dfx_conv2d_free(&conv);
     close_all(w, &s, dir);
@@ -781,20 +790,45 @@ START_TEST(conv2d)
 {
     rng_seed(6);
     static const conv_case cases[] = {
-        {2, 3, 5, 7, 11, 3, 1, 1, 1, 1, 1, true, false, "conv 3x3 pad 1, batch 2, 7x11"},
-        {3, 4, 6, 9, 8, 3, 2, 0, 0, 1, 1, true, false, "conv 3x3 stride 2, pad right/bottom"},
-        {2, 5, 3, 10, 13, 3, 2, 1, 1, 1, 1, false, false, "conv 3x3 stride 2 pad 1, no bias"},
-        {2, 4, 7, 6, 9, 1, 1, 0, 0, 0, 0, true, false, "conv 1x1 (direct sgemm)"},
-        {2, 3, 4, 7, 9, 1, 2, 0, 0, 0, 0, true, false, "conv 1x1 stride 2"},
-        {3, 6, 5, 5, 7, 1, 1, 0, 0, 0, 0, true, true, "conv 1x1 with a [cout, cin] weight"},
-        {2, 3, 4, 11, 8, 5, 1, 2, 2, 2, 2, true, false, "conv 5x5 pad 2"},
-        {1, 2, 3, 3, 4, 3, 1, 2, 0, 1, 3, true, false, "conv 3x3, four different paddings"},
+        {2, 3, 5, 7, 11, 3, 1, 1, 1, 1, 1, true, false, "conv 3x3 pad 1, batch 2, 7x11", IM2COL, 0},
+        {3, 4, 6, 9, 8, 3, 2, 0, 0, 1, 1, true, false, "conv 3x3 stride 2, pad right/bottom", IM2COL, 0},
+        {2, 5, 3, 10, 13, 3, 2, 1, 1, 1, 1, false, false, "conv 3x3 stride 2 pad 1, no bias", IM2COL, 0},
+        {2, 4, 7, 6, 9, 1, 1, 0, 0, 0, 0, true, false, "conv 1x1 (direct sgemm)", IM2COL, 0},
+        {2, 3, 4, 7, 9, 1, 2, 0, 0, 0, 0, true, false, "conv 1x1 stride 2", IM2COL, 0},
+        {3, 6, 5, 5, 7, 1, 1, 0, 0, 0, 0, true, true, "conv 1x1 with a [cout, cin] weight", IM2COL, 0},
+        {2, 3, 4, 11, 8, 5, 1, 2, 2, 2, 2, true, false, "conv 5x5 pad 2", IM2COL, 0},
+        {1, 2, 3, 3, 4, 3, 1, 2, 0, 1, 3, true, false, "conv 3x3, four different paddings", IM2COL, 0},
         /* 64 * 9 * 100 floats per output row: 36 rows per 8 MiB col tile,
          * so 80 rows take three tiles */
-        {1, 64, 16, 80, 100, 3, 1, 1, 1, 1, 1, true, false, "conv 3x3 80x100x64 (row tiles)"},
+        {1, 64, 16, 80, 100, 3, 1, 1, 1, 1, 1, true, false, "conv 3x3 80x100x64 (row tiles)", IM2COL, 0},
         /* 300 output pixels per item: items batched 4 to a product */
-        {5, 8, 6, 15, 20, 3, 1, 1, 1, 1, 1, true, false, "conv 3x3 batch 5 of 15x20 (batched)"},
-        {6, 5, 4, 8, 6, 3, 2, 1, 1, 1, 1, true, false, "conv stride 2 batch 6 of 4x3 (batched)"},
+        {5, 8, 6, 15, 20, 3, 1, 1, 1, 1, 1, true, false, "conv 3x3 batch 5 of 15x20 (batched)", IM2COL, 0},
+        {6, 5, 4, 8, 6, 3, 2, 1, 1, 1, 1, true, false, "conv stride 2 batch 6 of 4x3 (batched)", IM2COL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_conv_case(&cases[i]);
+}
+END_TEST
+
+START_TEST(conv2d_winograd)
+{
+    rng_seed(12);
+    static const conv_case cases[] = {
+        {2, 3, 5, 7, 11, 3, 1, 1, 1, 1, 1, true, false, "F4 3->5, batch 2, 7x11", WG4, 0},
+        {2, 3, 5, 7, 11, 3, 1, 1, 1, 1, 1, true, false, "F2 3->5, batch 2, 7x11", WG2, 0},
+        {1, 2, 3, 3, 4, 3, 1, 2, 0, 1, 3, true, false, "F4 four different paddings", WG4, 0},
+        {1, 2, 3, 3, 4, 3, 1, 2, 0, 1, 3, true, false, "F2 four different paddings", WG2, 0},
+        {3, 4, 6, 9, 8, 3, 1, 0, 0, 0, 0, false, false, "F4 unpadded, no bias", WG4, 0},
+        {2, 5, 4, 1, 1, 3, 1, 1, 1, 1, 1, true, false, "F4 1x1 image", WG4, 0},
+        {3, 17, 33, 13, 9, 3, 1, 1, 1, 1, 1, true, false, "F4 17->33, batch 3, 13x9", WG4, 0},
+        {3, 17, 33, 13, 9, 3, 1, 1, 1, 1, 1, true, false, "F2 17->33, batch 3, 13x9", WG2, 0},
+        {3, 17, 33, 13, 9, 3, 1, 1, 1, 1, 1, true, false, "im2col 17->33, batch 3, 13x9", IM2COL, 0},
+        {2, 64, 48, 17, 30, 3, 1, 1, 1, 1, 1, true, false, "AUTO 64->48, batch 2, 17x30", AUTO, 0},
+        {4, 128, 32, 5, 6, 3, 1, 1, 1, 1, 1, true, false, "F4 128->32, batch 4, 5x6", WG4, 0},
+        /* 64 + 64 channels of 36 positions and 25 tiles a row: 36 of the
+         * 40 tile rows fit the 16 MiB budget, so 2 chunks of 20, the second
+         * starting at the second item */
+        {2, 64, 64, 80, 100, 3, 1, 1, 1, 1, 1, true, false, "F4 64->64 80x100, batch 2 (2 chunks)", WG4, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_conv_case(&cases[i]);
@@ -1155,6 +1189,7 @@ static Suite *nn_suite(void)
     tcase_add_test(tc, norms);
     tcase_add_test(tc, timestep_embedding);
     tcase_add_test(tc, conv2d);
+    tcase_add_test(tc, conv2d_winograd);
     tcase_add_test(tc, conv2d_errors);
     tcase_add_test(tc, attention);
     tcase_add_test(tc, resblock);

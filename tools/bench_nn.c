@@ -6,8 +6,9 @@
  * products (im2col, the softmax, bias and epilogue passes, tiling) is the
  * gap between the two.
  *
- * usage: bench_nn [--seconds S] [--kernels Haswell,SkylakeX,...]
- * --kernels re-runs everything once per OPENBLAS_CORETYPE given. */
+ * usage: bench_nn [--seconds S] [--filter TEXT] [--kernels Haswell,SkylakeX,...]
+ * --filter runs only the benchmarks whose name holds TEXT; --kernels re-runs
+ * everything once per OPENBLAS_CORETYPE given. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +22,12 @@
 #include "dfx/safetensors.h"
 
 static double seconds = 1.0;
+static const char *filter;   /* run only the benchmarks whose name holds this */
+
+static bool skip(const char *what)
+{
+    return filter && !strstr(what, filter);
+}
 
 static double now(void)
 {
@@ -88,7 +95,9 @@ static char tmp_path[64];
 static dfx_weights *weights_with(int count, const char *const *names, const int *ndims,
                                  const int64_t (*shapes)[4])
 {
-    dfx_tensor *ts[8];
+    dfx_tensor *ts[16];
+    if (count > 16)
+        exit(1);
     for (int i = 0; i < count; i++) {
         if (dfx_tensor_create(&ts[i], DFX_DTYPE_F32, ndims[i], shapes[i]) != DFX_OK)
             exit(1);
@@ -124,9 +133,18 @@ static void run_conv(void *p)
     }
 }
 
-static void bench_conv(const char *what, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w,
-                       int64_t k, int64_t stride, int64_t pad)
+static const char *const algo_names[] = {"auto", "im2col", "F(2x2,3x3)", "F(4x4,3x3)"};
+
+/* One convolution layer with the given algorithm, its time against the raw
+ * sgemm of its im2col form; GF/s count the direct convolution's FLOPs, so
+ * Winograd's fewer multiplies show as a rate above sgemm's. */
+static void bench_conv_algo(const char *what, int64_t n, int64_t cin, int64_t cout, int64_t h,
+                            int64_t w, int64_t k, int64_t stride, int64_t pad, dfx_conv2d_algo algo)
 {
+    char name[128];
+    snprintf(name, sizeof name, "%s%s%s", what, algo ? ", " : "", algo ? algo_names[algo] : "");
+    if (skip(name))
+        return;
     const char *names[2] = {"c.weight", "c.bias"};
     const int ndims[2] = {4, 1};
     const int64_t shapes[2][4] = {{cout, cin, k, k}, {cout}};
@@ -138,6 +156,10 @@ static void bench_conv(const char *what, int64_t n, int64_t cin, int64_t cout, i
     }
     dfx_weights_close(wt);
     remove(tmp_path);
+    if (dfx_conv2d_set_algo(&c.conv, algo)) {
+        fprintf(stderr, "bench_nn: %s\n", dfx_error_message());
+        exit(1);
+    }
     int64_t ho, wo;
     dfx_conv2d_out_size(&c.conv, h, w, &ho, &wo);
     c.x = fill((size_t)(n * cin * h * w), 4);
@@ -146,13 +168,26 @@ static void bench_conv(const char *what, int64_t n, int64_t cin, int64_t cout, i
     const int m = (int)cout, nn = (int)(n * ho * wo), kk = (int)(cin * k * k);
     double ts = time_sgemm(m, nn, kk, false);
     double flops = 2.0 * m * (double)nn * kk;
-    printf("%-46s %7.2f ms %7.1f GF/s | sgemm %5d x %6d x %5d %7.1f GF/s | %5.1f%%  arena %.1f MiB\n", what,
+    printf("%-46s %7.2f ms %7.1f GF/s | sgemm %5d x %6d x %5d %7.1f GF/s | %5.1f%%  arena %.1f MiB\n", name,
            t * 1e3, flops / t * 1e-9, m, nn, kk, flops / ts * 1e-9, 100.0 * ts / t,
            (double)dfx_arena_peak(c.a) / (1 << 20));
     dfx_conv2d_free(&c.conv);
     dfx_arena_destroy(c.a);
     free(c.x);
     free(c.y);
+}
+
+static void bench_conv(const char *what, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w,
+                       int64_t k, int64_t stride, int64_t pad)
+{
+    bench_conv_algo(what, n, cin, cout, h, w, k, stride, pad, DFX_CONV2D_ALGO_AUTO);
+}
+
+/* A 3x3 stride-1 convolution under every algorithm. */
+static void bench_conv_all(const char *what, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w)
+{
+    for (int algo = DFX_CONV2D_ALGO_IM2COL; algo <= DFX_CONV2D_ALGO_WINOGRAD_4X4; algo++)
+        bench_conv_algo(what, n, cin, cout, h, w, 3, 1, 1, (dfx_conv2d_algo)algo);
 }
 
 typedef struct attn_ctx {
@@ -174,6 +209,8 @@ static void run_attn(void *p)
 
 static void bench_attention(const char *what, int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh)
 {
+    if (skip(what))
+        return;
     attn_ctx c = {.b = b, .heads = heads, .nq = nq, .nk = nk, .dh = dh};
     const int64_t rows = nq > nk ? nq : nk;
     c.qkv = fill((size_t)(b * rows * 3 * heads * dh), 6);
@@ -212,6 +249,8 @@ static void run_rb(void *p)
  * residual) against the raw sgemm of its two 3x3 convolutions. */
 static void bench_resblock(const char *what, int64_t n, int64_t c, int64_t h, int64_t w, int64_t temb)
 {
+    if (skip(what))
+        return;
     const char *names[8] = {"r.norm1.weight", "r.norm1.bias", "r.conv1.weight", "r.conv1.bias",
                             "r.time_emb_proj.weight", "r.time_emb_proj.bias", "r.conv2.weight", "r.conv2.bias"};
     const int ndims[8] = {1, 1, 4, 1, 2, 1, 4, 1};
@@ -253,16 +292,80 @@ static void bench_resblock(const char *what, int64_t n, int64_t c, int64_t h, in
     free(r.temb);
 }
 
+typedef struct sa_ctx {
+    dfx_spatial_attention sa;
+    float *x;
+    int64_t n, h, w;
+    dfx_arena *a;
+} sa_ctx;
+
+static void run_sa(void *p)
+{
+    sa_ctx *c = p;
+    if (dfx_spatial_attention_forward(&c->sa, c->x, c->n, c->h, c->w, c->a)) {
+        fprintf(stderr, "bench_nn: %s\n", dfx_error_message());
+        exit(1);
+    }
+}
+
+/* A whole spatial attention block (group norm, the four projections,
+ * attention, residual) against the raw sgemm of its products at full
+ * size. */
+static void bench_spatial_attention(const char *what, int64_t n, int64_t c, int64_t heads, int64_t h,
+                                    int64_t w)
+{
+    if (skip(what))
+        return;
+    const char *names[10] = {"s.group_norm.weight", "s.group_norm.bias", "s.to_q.weight", "s.to_q.bias",
+                             "s.to_k.weight", "s.to_k.bias", "s.to_v.weight", "s.to_v.bias",
+                             "s.to_out.0.weight", "s.to_out.0.bias"};
+    const int ndims[10] = {1, 1, 2, 1, 2, 1, 2, 1, 2, 1};
+    const int64_t shapes[10][4] = {{c}, {c}, {c, c}, {c}, {c, c}, {c}, {c, c}, {c}, {c, c}, {c}};
+    dfx_weights *wt = weights_with(10, names, ndims, shapes);
+    sa_ctx s = {.n = n, .h = h, .w = w};
+    if (dfx_arena_create(&s.a) || dfx_spatial_attention_load(&s.sa, wt, "s", c, heads, 32, 1e-6, 1.0)) {
+        fprintf(stderr, "bench_nn: %s\n", dfx_error_message());
+        exit(1);
+    }
+    dfx_weights_close(wt);
+    remove(tmp_path);
+    s.x = fill((size_t)(n * c * h * w), 11);
+    double t = best_time(run_sa, &s);
+    const int64_t hw = h * w, dh = c / heads;
+    double ts = 4 * time_sgemm((int)(n * hw), (int)c, (int)c, false) +
+                (time_sgemm((int)hw, (int)hw, (int)dh, true) + time_sgemm((int)hw, (int)dh, (int)hw, false)) *
+                    (double)(n * heads);
+    double flops = 4 * 2.0 * (double)(n * hw) * (double)c * (double)c + 4.0 * (double)(n * heads) * (double)hw *
+                   (double)hw * (double)dh;
+    printf("%-46s %7.2f ms %7.1f GF/s | sgemm of its products %16.1f GF/s | %5.1f%%  arena %.1f MiB\n", what,
+           t * 1e3, flops / t * 1e-9, flops / ts * 1e-9, 100.0 * ts / t, (double)dfx_arena_peak(s.a) / (1 << 20));
+    dfx_spatial_attention_free(&s.sa);
+    dfx_arena_destroy(s.a);
+    free(s.x);
+}
+
 static int run(void)
 {
     printf("OpenBLAS %s, core %s, %d threads\n", OPENBLAS_VERSION, dfx_ops_blas_core(), dfx_ops_blas_threads());
     printf("%-46s %10s %12s | %-35s | %s\n", "layer", "time", "rate", "equivalent raw sgemm", "of sgemm");
     bench_conv("conv 3x3 320->320 64x64 batch 1 (SD)", 1, 320, 320, 64, 64, 3, 1, 1);
-    bench_conv("conv 3x3 320->320 64x64 batch 2 (SD, CFG)", 2, 320, 320, 64, 64, 3, 1, 1);
-    bench_conv("conv 3x3 640->640 32x32 batch 2 (SD)", 2, 640, 640, 32, 32, 3, 1, 1);
-    bench_conv("conv 3x3 1280->1280 8x8 batch 2 (SD)", 2, 1280, 1280, 8, 8, 3, 1, 1);
-    bench_conv("conv 3x3 128->128 32x32 batch 16 (cifar)", 16, 128, 128, 32, 32, 3, 1, 1);
-    bench_conv("conv 3x3 256->256 4x4 batch 16 (cifar)", 16, 256, 256, 4, 4, 3, 1, 1);
+    bench_conv_all("conv 3x3 320->320 64x64 batch 2 (SD, CFG)", 2, 320, 320, 64, 64);
+    bench_conv_all("conv 3x3 640->640 32x32 batch 2 (SD)", 2, 640, 640, 32, 32);
+    bench_conv_all("conv 3x3 1280->1280 16x16 batch 2 (SD)", 2, 1280, 1280, 16, 16);
+    bench_conv_all("conv 3x3 1280->1280 8x8 batch 2 (SD)", 2, 1280, 1280, 8, 8);
+    /* the ddpm-cifar10-32 UNet's 3x3 convolutions */
+    bench_conv_all("conv 3x3 128->128 32x32 batch 16 (cifar)", 16, 128, 128, 32, 32);
+    bench_conv_all("conv 3x3 384->128 32x32 batch 16 (cifar)", 16, 384, 128, 32, 32);
+    bench_conv_all("conv 3x3 256->256 32x32 batch 16 (cifar)", 16, 256, 256, 32, 32);
+    bench_conv_all("conv 3x3 256->256 16x16 batch 16 (cifar)", 16, 256, 256, 16, 16);
+    bench_conv_all("conv 3x3 512->256 16x16 batch 16 (cifar)", 16, 512, 256, 16, 16);
+    bench_conv_all("conv 3x3 256->256 8x8 batch 16 (cifar)", 16, 256, 256, 8, 8);
+    bench_conv_all("conv 3x3 512->256 4x4 batch 16 (cifar)", 16, 512, 256, 4, 4);
+    bench_conv_all("conv 3x3 256->256 4x4 batch 16 (cifar)", 16, 256, 256, 4, 4);
+    bench_conv_all("conv 3x3 128->128 32x32 batch 1 (cifar)", 1, 128, 128, 32, 32);
+    bench_conv_all("conv 3x3 256->256 16x16 batch 1 (cifar)", 1, 256, 256, 16, 16);
+    bench_conv_all("conv 3x3 256->256 8x8 batch 1 (cifar)", 1, 256, 256, 8, 8);
+    bench_conv_all("conv 3x3 256->256 4x4 batch 1 (cifar)", 1, 256, 256, 4, 4);
     bench_conv("conv 3x3 128->128 256x256 batch 1 (VAE)", 1, 128, 128, 256, 256, 3, 1, 1);
     bench_conv("conv 3x3 4->320 64x64 batch 2 (SD conv_in)", 2, 4, 320, 64, 64, 3, 1, 1);
     bench_conv("conv 3x3 s2 320->320 64x64 batch 2 (down)", 2, 320, 320, 64, 64, 3, 2, 1);
@@ -273,6 +376,12 @@ static int run(void)
     bench_attention("attention 1024 tok, 8 x 80, batch 2 (SD)", 2, 8, 1024, 1024, 80);
     bench_attention("cross-attention 4096 x 77, 8 x 40, batch 2", 2, 8, 4096, 77, 40);
     bench_attention("attention 256 tok, 1 x 256, batch 16 (cifar)", 16, 1, 256, 256, 256);
+    bench_spatial_attention("spatial attention 256 ch 16x16 batch 16 (cifar)", 16, 256, 1, 16, 16);
+    bench_spatial_attention("spatial attention 256 ch 16x16 batch 1 (cifar)", 1, 256, 1, 16, 16);
+    bench_conv("conv 1x1 384->128 32x32 batch 16 (cifar)", 16, 384, 128, 32, 32, 1, 1, 0);
+    bench_conv("conv 1x1 512->256 16x16 batch 16 (cifar)", 16, 512, 256, 16, 16, 1, 1, 0);
+    bench_conv("conv 1x1 512->256 4x4 batch 16 (cifar)", 16, 512, 256, 4, 4, 1, 1, 0);
+    bench_conv("conv 3x3 s2 128->128 32x32 batch 16 (cifar)", 16, 128, 128, 32, 32, 3, 2, 1);
     return 0;
 }
 
@@ -284,8 +393,11 @@ int main(int argc, char **argv)
             seconds = atof(argv[++i]);
         } else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) {
             kernels = argv[++i];
+        } else if (!strcmp(argv[i], "--filter") && i + 1 < argc) {
+            filter = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--seconds S] [--kernels Haswell,SkylakeX,...]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seconds S] [--filter TEXT] [--kernels Haswell,SkylakeX,...]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -299,7 +411,8 @@ int main(int argc, char **argv)
     int rc = 0;
     for (char *k = strtok_r(list, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
         char cmd[4096];
-        snprintf(cmd, sizeof cmd, "OPENBLAS_CORETYPE=%s '%s' --seconds %g", k, argv[0], seconds);
+        snprintf(cmd, sizeof cmd, "OPENBLAS_CORETYPE=%s '%s' --seconds %g%s%s%s", k, argv[0], seconds,
+                 filter ? " --filter '" : "", filter ? filter : "", filter ? "'" : "");
         printf("\n== OPENBLAS_CORETYPE=%s\n", k);
         fflush(stdout);
         int st = system(cmd);
