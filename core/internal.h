@@ -146,4 +146,111 @@ dfx_status dfx__safetensors_write_stream(FILE *fp, const char *name,
 dfx_status dfx__registry_unknown(const dfx_registry *reg, dfx_kind kind, const char *name,
                                  const char *where);
 
+/* ---- pickle: a restricted unpickler (core/io/pickle.c) ----------------- */
+
+/* What an unpickled value is. A pickle's globals resolve only to the
+ * allow-listed names of dfx__pk_global; a call of one (REDUCE, NEWOBJ, ...)
+ * is recorded as a CALL node and never executed. */
+typedef enum dfx__pk_type {
+    DFX__PK_NONE,
+    DFX__PK_BOOL,
+    DFX__PK_INT,
+    DFX__PK_BIGINT,     /* an int beyond 64 bits: s holds its bytes */
+    DFX__PK_FLOAT,
+    DFX__PK_STR,
+    DFX__PK_BYTES,
+    DFX__PK_TUPLE,
+    DFX__PK_LIST,
+    DFX__PK_DICT,
+    DFX__PK_SET,
+    DFX__PK_FROZENSET,
+    DFX__PK_GLOBAL,     /* an allowed global itself (a class as a dict key) */
+    DFX__PK_CALL,       /* an allowed global applied to arguments */
+    DFX__PK_PERSID,     /* a persistent id (torch: a storage reference) */
+} dfx__pk_type;
+
+/* The globals a pickle may name: what torch.save writes for tensors and
+ * containers, and the inert objects training checkpoints carry beside them. */
+typedef enum dfx__pk_global {
+    DFX__PKG_REBUILD_TENSOR,             /* torch._utils._rebuild_tensor */
+    DFX__PKG_REBUILD_TENSOR_V2,          /* torch._utils._rebuild_tensor_v2 */
+    DFX__PKG_REBUILD_PARAMETER,          /* torch._utils._rebuild_parameter */
+    DFX__PKG_REBUILD_PARAMETER_WITH_STATE,
+    DFX__PKG_STORAGE,                    /* torch.FloatStorage etc.: dtype says which */
+    DFX__PKG_ORDERED_DICT,               /* collections.OrderedDict: calls give a DICT */
+    DFX__PKG_SIZE,                       /* torch.Size: a call gives its tuple */
+    DFX__PKG_SET,                        /* builtins.set: a call gives a SET */
+    DFX__PKG_FROZENSET,
+    DFX__PKG_INERT,                      /* a placeholder that never becomes a tensor */
+} dfx__pk_global;
+
+typedef struct dfx__pk dfx__pk;
+struct dfx__pk {
+    dfx__pk_type type;
+    dfx__pk_global global;   /* GLOBAL, CALL */
+    dfx_dtype dtype;         /* GLOBAL and CALL of DFX__PKG_STORAGE */
+    int64_t i;               /* BOOL (0 or 1), INT */
+    double f;                /* FLOAT */
+    const char *s;           /* NUL-terminated: STR (UTF-8), BYTES, BIGINT (little-endian
+                              * two's complement), GLOBAL and CALL ("module.name") */
+    size_t len;              /* of s, the NUL excluded */
+    dfx__pk **items;         /* TUPLE, LIST, SET, FROZENSET: n items; DICT: key, value,
+                              * key, value, ... in pickle order (n = 2 * pairs) */
+    int64_t n, cap;
+    dfx__pk *arg;            /* CALL: the argument tuple; PERSID: the id */
+    dfx__pk *kwargs;         /* CALL through NEWOBJ_EX: its keyword dict, else NULL */
+    dfx__pk *state;          /* CALL, DICT: the last BUILD's state (attributes), or NULL */
+};
+
+typedef struct dfx__pickle dfx__pickle;
+
+/* Unpickles data[0..size) up to its STOP opcode (protocols 0-5). A global
+ * outside the allow-list is refused when its GLOBAL/STACK_GLOBAL/INST opcode
+ * is read: DFX_ERR_FORMAT "FILE: refuses to unpickle global 'os.system' (only
+ * tensor data and plain containers are read)"; so are extension codes and
+ * out-of-band buffers. Memory is bounded (DFX__PICKLE_MAX_BYTES) whatever the
+ * input. *used receives the bytes read (STOP included); used NULL: bytes
+ * after STOP are an error. `file` names the input in messages. */
+dfx_status dfx__pickle_load(const char *file, const void *data, size_t size, size_t *used,
+                            dfx__pickle **out);
+void dfx__pickle_free(dfx__pickle *p);
+const dfx__pk *dfx__pickle_root(const dfx__pickle *p);
+/* Every persistent id met, in pickle order (BINPERSID and PERSID). */
+int64_t dfx__pickle_persid_count(const dfx__pickle *p);
+const dfx__pk *dfx__pickle_persid(const dfx__pickle *p, int64_t i);
+/* "a tuple", "an int", "None", ... for messages. */
+const char *dfx__pk_type_name(const dfx__pk *v);
+
+enum { DFX__PICKLE_MAX_BYTES = 256 << 20 };
+
+/* ---- torch checkpoints (core/io/torch.c) ------------------------------- */
+
+/* A torch.save file read as a flat table of named tensors: the zip format
+ * (torch >= 1.6) or the legacy one, the pickle through dfx__pickle_load.
+ * The state dict is the top-level dict, or its "state_dict" entry when that
+ * is a dict; entries that are not tensors are skipped. */
+typedef struct dfx__torch dfx__torch;
+
+/* True when the first bytes of a file (n of them, 9 or more to decide) are
+ * a zip archive's or a pickle's and not a safetensors header's: what
+ * dfx_weights_open serves through dfx__torch_open. */
+bool dfx__torch_detect(const void *head, size_t n);
+
+/* Maps path and reads it; errors name path and the problem. */
+dfx_status dfx__torch_open(const char *path, dfx__torch **out);
+/* The same from memory; `name` stands for the file in messages. The table
+ * borrows data, which must outlive it. The fuzzers call it directly. */
+dfx_status dfx__torch_open_memory(const char *name, const void *data, size_t size,
+                                  dfx__torch **out);
+void dfx__torch_close(dfx__torch *t);
+const char *dfx__torch_path(const dfx__torch *t);
+/* "torch zip" or "torch legacy". */
+const char *dfx__torch_format(const dfx__torch *t);
+/* Tensors in state-dict order. */
+int64_t dfx__torch_count(const dfx__torch *t);
+const char *dfx__torch_name(const dfx__torch *t, int64_t i);
+/* Tensor i: a view into the file (possibly unaligned) when it is contiguous,
+ * else a copy made at open; valid until close. */
+const dfx_tensor *dfx__torch_tensor(const dfx__torch *t, int64_t i);
+
 #endif

@@ -1,7 +1,8 @@
 /* dfx_weights: named float32 tensors from a safetensors file or sharded set,
- * converted once at load into 64-byte aligned arrays, with a record of which
- * tensors the model took so that leftovers (a checkpoint for another
- * configuration) are reported instead of silently ignored. */
+ * or a torch checkpoint (core/io/torch.c), converted once at load into
+ * 64-byte aligned arrays, with a record of which tensors the model took so
+ * that leftovers (a checkpoint for another configuration) are reported
+ * instead of silently ignored. */
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
@@ -16,22 +17,68 @@
 /* Unused tensors named in check_used's message; the count covers the rest. */
 #define UNUSED_SHOWN 5
 
+/* Whichever reader opened the file fills the same table: names and views
+ * in file order, which is all the rest of this file reads. */
 struct dfx_weights {
-    dfx_safetensors *st;     /* NULL for a random source */
+    dfx_safetensors *st;     /* a safetensors file or set, or NULL */
+    dfx__torch *torch;       /* a torch checkpoint, or NULL */
     dfx_rng *rng;            /* the random source's generator */
     int64_t count;
+    const char **names;      /* owned by the reader */
+    dfx_tensor *views;       /* views[i]: names[i]'s data as stored (maybe unaligned) */
     int64_t *by_name;   /* tensor indices sorted by name */
     uint8_t *used;      /* bitmap over tensor indices */
 };
 
-/* qsort takes no context argument in C11: the set being sorted is passed
+/* qsort takes no context argument in C11: the names being sorted are passed
  * through a thread-local, so opens on different threads do not race */
-static _Thread_local const dfx_safetensors *sort_set;
+static _Thread_local const char *const *sort_names;
 
 static int cmp_index_name(const void *a, const void *b)
 {
-    return strcmp(dfx_safetensors_name(sort_set, *(const int64_t *)a),
-                  dfx_safetensors_name(sort_set, *(const int64_t *)b));
+    return strcmp(sort_names[*(const int64_t *)a], sort_names[*(const int64_t *)b]);
+}
+
+/* The file's format from its first bytes, not its name: a torch checkpoint
+ * is a zip archive or a pickle; anything else goes to the safetensors
+ * reader, whose messages explain what is wrong with it. */
+static dfx_status open_reader(dfx_weights *w, const char *path)
+{
+    unsigned char head[16];
+    size_t n = 0;
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        n = fread(head, 1, sizeof head, fp);
+        fclose(fp);
+    }
+    if (!dfx__torch_detect(head, n)) {
+        dfx_status st = dfx_safetensors_open(path, &w->st);
+        if (st)
+            return st;
+        w->count = dfx_safetensors_count(w->st);
+    } else {
+        dfx_status st = dfx__torch_open(path, &w->torch);
+        if (st)
+            return st;
+        w->count = dfx__torch_count(w->torch);
+    }
+    size_t count = (size_t)(w->count ? w->count : 1);
+    w->names = malloc(count * sizeof *w->names);
+    w->views = malloc(count * sizeof *w->views);
+    if (!w->names || !w->views)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+    for (int64_t i = 0; i < w->count; i++) {
+        if (w->st) {
+            w->names[i] = dfx_safetensors_name(w->st, i);
+            dfx_status st = dfx_safetensors_view(w->st, w->names[i], &w->views[i]);
+            if (st)
+                return st;
+        } else {
+            w->names[i] = dfx__torch_name(w->torch, i);
+            w->views[i] = *dfx__torch_tensor(w->torch, i);
+        }
+    }
+    return DFX_OK;
 }
 
 dfx_status dfx_weights_open(dfx_weights **out, const char *path)
@@ -42,12 +89,11 @@ dfx_status dfx_weights_open(dfx_weights **out, const char *path)
     dfx_weights *w = calloc(1, sizeof *w);
     if (!w)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
-    dfx_status st = dfx_safetensors_open(path, &w->st);
+    dfx_status st = open_reader(w, path);
     if (st) {
-        free(w);
+        dfx_weights_close(w);
         return st;
     }
-    w->count = dfx_safetensors_count(w->st);
     size_t n = (size_t)(w->count ? w->count : 1);
     w->by_name = malloc(n * sizeof *w->by_name);
     w->used = calloc((n + 7) / 8, 1);
@@ -57,9 +103,9 @@ dfx_status dfx_weights_open(dfx_weights **out, const char *path)
     }
     for (int64_t i = 0; i < w->count; i++)
         w->by_name[i] = i;
-    sort_set = w->st;
+    sort_names = w->names;
     qsort(w->by_name, (size_t)w->count, sizeof *w->by_name, cmp_index_name);
-    sort_set = NULL;
+    sort_names = NULL;
     *out = w;
     return DFX_OK;
 }
@@ -111,6 +157,9 @@ void dfx_weights_close(dfx_weights *w)
         return;
     dfx_rng_destroy(w->rng);
     dfx_safetensors_close(w->st);
+    dfx__torch_close(w->torch);
+    free(w->names);
+    free(w->views);
     free(w->by_name);
     free(w->used);
     free(w);
@@ -118,7 +167,8 @@ void dfx_weights_close(dfx_weights *w)
 
 const char *dfx_weights_path(const dfx_weights *w)
 {
-    return !w ? NULL : w->st ? dfx_safetensors_path(w->st) : "(random weights)";
+    return !w ? NULL : w->st ? dfx_safetensors_path(w->st)
+                     : w->torch ? dfx__torch_path(w->torch) : "(random weights)";
 }
 
 /* Index of the tensor called name, or -1. */
@@ -127,7 +177,7 @@ static int64_t find(const dfx_weights *w, const char *name)
     int64_t lo = 0, hi = w->count;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(dfx_safetensors_name(w->st, w->by_name[mid]), name);
+        int c = strcmp(w->names[w->by_name[mid]], name);
         if (c == 0)
             return w->by_name[mid];
         if (c < 0)
@@ -162,7 +212,7 @@ static void shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
 /* Converts the mapped (possibly unaligned) data of v into dst. The 16-bit
  * and 64-bit float types, what checkpoints hold, go through a direct loop
  * (memcpy per element: the mapping guarantees no alignment); anything else
- * through dfx_safetensors_read's general conversion. */
+ * through an aligned copy and dfx_tensor_convert. */
 static dfx_status convert(const dfx_weights *w, const char *name, const dfx_tensor *v,
                           float *dst, int64_t n)
 {
@@ -197,10 +247,15 @@ static dfx_status convert(const dfx_weights *w, const char *name, const dfx_tens
     default:
         break;
     }
-    dfx_tensor *t;
-    dfx_status st = dfx_safetensors_read(w->st, name, DFX_DTYPE_F32, &t);
+    dfx_tensor *copy, *t;
+    dfx_status st = dfx_tensor_create(&copy, v->dtype, v->ndim, v->shape);
     if (st)
-        return st;
+        return dfx_error_prefix(st, "%s: tensor '%s': ", dfx_weights_path(w), name);
+    memcpy(copy->data, v->data, dfx_tensor_nbytes(v));
+    st = dfx_tensor_convert(copy, DFX_DTYPE_F32, &t);
+    dfx_tensor_destroy(copy);
+    if (st)
+        return dfx_error_prefix(st, "%s: tensor '%s': ", dfx_weights_path(w), name);
     memcpy(dst, t->data, (size_t)n * sizeof *dst);
     dfx_tensor_destroy(t);
     return DFX_OK;
@@ -237,10 +292,7 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
         return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: tensor '%s' is missing%s", path, names[0],
                              also);
     }
-    dfx_tensor v;
-    dfx_status st = dfx_safetensors_view(w->st, name, &v);
-    if (st)
-        return st;
+    const dfx_tensor v = w->views[idx];
     if (!shape_equal(v.ndim, v.shape, ndim, shape) &&
         !(alt_ndim > 0 && shape_equal(v.ndim, v.shape, alt_ndim, alt_shape))) {
         char have[256], want[256];
@@ -254,7 +306,7 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
     if (!data)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: tensor '%s': out of memory (%lld floats)", path,
                              name, (long long)n);
-    st = convert(w, name, &v, data, n);
+    dfx_status st = convert(w, name, &v, data, n);
     if (st) {
         free(data);
         return st;
@@ -290,7 +342,7 @@ dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix)
     size_t len = 0;
     int64_t unused = 0;
     for (int64_t i = 0; i < w->count; i++) {
-        const char *name = dfx_safetensors_name(w->st, i);
+        const char *name = w->names[i];
         if (strncmp(name, prefix, plen) != 0 || (w->used[i / 8] >> (i % 8)) & 1u)
             continue;
         if (unused < UNUSED_SHOWN && len < sizeof list)
@@ -311,4 +363,33 @@ dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix)
                          "another configuration?)",
                          dfx_weights_path(w), (long long)unused, unused == 1 ? "" : "s", under,
                          unused == 1 ? "is" : "are", list, more);
+}
+
+int64_t dfx_weights_count(const dfx_weights *w)
+{
+    return w ? w->count : 0;
+}
+
+const char *dfx_weights_name(const dfx_weights *w, int64_t i)
+{
+    return w && i >= 0 && i < w->count ? w->names[i] : NULL;
+}
+
+const char *dfx_weights_format(const dfx_weights *w)
+{
+    return !w ? NULL : w->st ? "safetensors" : w->torch ? dfx__torch_format(w->torch) : "random";
+}
+
+dfx_status dfx_weights_view(const dfx_weights *w, const char *name, dfx_tensor *out)
+{
+    if (!w || !name || !out)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_view: NULL argument");
+    int64_t idx = w->rng ? -1 : find(w, name);
+    if (idx < 0) {
+        memset(out, 0, sizeof *out);
+        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no tensor named '%s'", dfx_weights_path(w),
+                             name);
+    }
+    *out = w->views[idx];
+    return DFX_OK;
 }

@@ -36,7 +36,17 @@ extern "C" {
  * record: one thread at a time per set. */
 typedef struct dfx_weights dfx_weights;
 
-/* Opens a .safetensors file or a sharded set (its *.index.json). */
+/* Opens a .safetensors file, a sharded set (its *.index.json), or a
+ * torch.save checkpoint (.ckpt, .pt, .pth, .bin; the zip format and the
+ * legacy one), the format told by the file's first bytes. A checkpoint's
+ * pickle is read by a restricted unpickler that never runs anything: a
+ * global other than the tensor-rebuild and container names torch.save
+ * writes (and the inert objects Lightning checkpoints carry) is refused
+ * with DFX_ERR_FORMAT "FILE: refuses to unpickle global 'os.system' (only
+ * tensor data and plain containers are read)". The tensors are the
+ * top-level dict's, or its "state_dict" entry's when that is a dict;
+ * entries that are not tensors are skipped. Non-contiguous tensors are
+ * copied at open; the others stay in the mapped file. */
 DFX_API dfx_status dfx_weights_open(dfx_weights **out, const char *path);
 /* A source of seeded random weights of whatever shape is asked (norm
  * scales 1, biases 0, others N(0, 1/fan_in)): full-size networks for
@@ -67,6 +77,18 @@ DFX_API dfx_status dfx_weights_load_any(dfx_weights *w, const char *const *names
  * a checkpoint with tensors the model does not use is the wrong checkpoint
  * for this configuration. */
 DFX_API dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix);
+
+/* What the set holds, for listings (`dfx inspect`): its tensors in file
+ * order (0 and NULL for a random source or an index out of range), and the
+ * format: "safetensors", "torch zip", "torch legacy" or "random". */
+DFX_API int64_t dfx_weights_count(const dfx_weights *w);
+DFX_API const char *dfx_weights_name(const dfx_weights *w, int64_t i);
+DFX_API const char *dfx_weights_format(const dfx_weights *w);
+
+/* Tensor `name` as stored: its dtype and shape, and a read-only view of its
+ * data, valid until close, that may be unaligned for its dtype. Does not
+ * count as a use. DFX_ERR_NOT_FOUND names the file and the tensor. */
+DFX_API dfx_status dfx_weights_view(const dfx_weights *w, const char *name, dfx_tensor *out);
 
 /* ---- scratch memory --------------------------------------------------- */
 
