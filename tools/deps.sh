@@ -1,10 +1,10 @@
 #!/bin/sh
 # Installs the Debian packages dfx needs (only the missing ones), with sudo
 # when not root. Usage: tools/deps.sh [build|test]
-#   build: compiler, Meson/ninja, libyaml, OpenBLAS (its OpenMP build), libpng, Check
+#   build: compiler, Meson/ninja, libyaml, OpenBLAS (its OpenMP build), libpng, zlib, Check
 #   test:  that plus clang and its runtime (libFuzzer, sanitizers)
 set -eu
-need="gcc meson ninja-build pkg-config libyaml-dev libopenblas-dev libopenblas-openmp-dev libpng-dev check"
+need="gcc meson ninja-build pkg-config libyaml-dev libopenblas-dev libopenblas-openmp-dev libpng-dev zlib1g-dev check"
 if [ "${1:-build}" = test ]; then
     need="$need clang libclang-rt-14-dev"
 fi

@@ -12,5 +12,6 @@
 #include "dfx/safetensors.h"
 #include "dfx/status.h"
 #include "dfx/tensor.h"
+#include "dfx/text.h"
 
 #endif

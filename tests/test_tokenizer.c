@@ -1,0 +1,3 @@
+/* placeholder, replaced below */
+#include "testutil.h"
+int main(void) { return 0; }
