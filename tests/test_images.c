@@ -159,7 +159,7 @@ START_TEST(png_and_safetensors)
         ck_assert_int_eq(png.ntext, 2);
         /* shared noise: each image is its batch's, seed and all */
         ck_assert_str_eq(dfx__png_image_text(&png, "parameters"),
-                         "Steps: 10, Sampler: euler_ancestral, Schedule type: linear, Seed: 7, Size: 16x16, "
+                         "Steps: 10, Sampler: Euler a, Schedule type: Automatic, Seed: 7, Size: 16x16, "
                          "Model: probe");
         const char *yaml = dfx__png_image_text(&png, "dfx");
         ck_assert_ptr_nonnull(yaml);
@@ -182,7 +182,7 @@ START_TEST(png_and_safetensors)
     read_png(path, &png);
     expect_pixels(&png, samples, 0);
     ck_assert_str_eq(dfx__png_image_text(&png, "parameters"),
-                     "Steps: 10, Sampler: euler_ancestral, Schedule type: linear, Seed: 3, Size: 12x8, Model: probe");
+                     "Steps: 10, Sampler: Euler a, Schedule type: Automatic, Seed: 3, Size: 12x8, Model: probe");
     dfx__png_image_fini(&png);
     dfx_tensor_destroy(samples);
 

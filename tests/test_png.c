@@ -734,7 +734,7 @@ START_TEST(test_pipeline_png)
     ck_assert_int_eq(b.width, 768);
     ck_assert_int_eq(b.height, 768);
     ck_assert_int_eq(b.channels, 3);
-    ck_assert_str_eq(text_of(&b, "parameters", NULL), "Steps: 10, Sampler: euler, Schedule type: linear, Seed: 5, "
+    ck_assert_str_eq(text_of(&b, "parameters", NULL), "Steps: 10, Sampler: Euler, Schedule type: Automatic, Seed: 5, "
                                                       "Model: gmm");
     char *want = resolved(p);
     const char *got = text_of(&b, "dfx", NULL);
@@ -826,7 +826,7 @@ START_TEST(test_default_pipeline)
     char err[256];
     ck_assert_msg(png_read(path, &b, err, sizeof err), "%s", err);
     ck_assert_int_eq(b.width, 768);
-    ck_assert_ptr_nonnull(strstr(text_of(&b, "parameters", NULL), "Sampler: dpmpp_2m"));
+    ck_assert_ptr_nonnull(strstr(text_of(&b, "parameters", NULL), "Sampler: DPM++ 2M,"));
     png_back_free(&b);
     dfx_pipeline_destroy(p);
     dfx_registry_destroy(reg);

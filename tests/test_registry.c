@@ -778,6 +778,24 @@ static void conformance_yaml(const dfx_component *c, const char *out, const char
                  "dfx: 1\npipeline: sample\n%s\nmodel: {type: %s}\nscheduler: {type: linear, steps: 4}\n"
                  "sampler: {type: ddim}\noutput: {path: \"%s\"}\n", shape, c->name, out);
         break;
+    case DFX_KIND_CONDITIONER:
+        format(buf, size,
+                 "dfx: 1\npipeline: sample\n%s\nmodel: {type: gmm}\nconditioner: {type: %s}\n"
+                 "guidance: {type: cfg}\nscheduler: {type: linear, steps: 4}\nsampler: {type: ddim}\n"
+                 "output: {path: \"%s\"}\n", shape, c->name, out);
+        break;
+    case DFX_KIND_GUIDANCE:
+        format(buf, size,
+                 "dfx: 1\npipeline: sample\n%s\nmodel: {type: gmm}\nconditioner: {type: label, label: 1}\n"
+                 "guidance: {type: %s}\nscheduler: {type: linear, steps: 4}\nsampler: {type: ddim}\n"
+                 "output: {path: \"%s\"}\n", shape, c->name, out);
+        break;
+    case DFX_KIND_CODEC:
+        format(buf, size,
+                 "dfx: 1\npipeline: sample\n%s\nmodel: {type: probe}\ncodec: {type: %s}\n"
+                 "scheduler: {type: linear, steps: 4}\nsampler: {type: ddim}\noutput: {path: \"%s\"}\n",
+                 shape, c->name, out);
+        break;
     }
 }
 
@@ -800,6 +818,17 @@ static void check_defaults(dfx_registry *reg, const dfx_component *c)
             ck_assert_msg(st == DFX_ERR_CONFIG && strstr(dfx_error_message(), want),
                           "%s: resolving without the required '%s' gave %d (%s)", c->name, o->name, st,
                           dfx_error_message());
+            dfx_pipeline_destroy(p);
+            return;
+        }
+    }
+    /* A component that loads weights from an optional `path` (found in the
+     * model section when absent) must say that no checkpoint was given. */
+    for (const dfx_option *o = c->options; o && o->name; o++) {
+        if (o->type == DFX_OPTION_TYPE_PATH && strcmp(o->name, "path") == 0 && !o->def_str) {
+            ck_assert_msg(st == DFX_ERR_CONFIG && strstr(dfx_error_message(), "no checkpoint") &&
+                              strstr(dfx_error_message(), "path"),
+                          "%s: resolving without a checkpoint gave %d (%s)", c->name, st, dfx_error_message());
             dfx_pipeline_destroy(p);
             return;
         }
@@ -866,6 +895,16 @@ START_TEST(test_conformance)
     case DFX_KIND_MODEL:
         ck_assert(((const dfx_model_ops *)c->ops)->info != NULL);
         ck_assert(((const dfx_model_ops *)c->ops)->predict != NULL);
+        break;
+    case DFX_KIND_CONDITIONER:
+        ck_assert(((const dfx_conditioner_ops *)c->ops)->encode != NULL);
+        break;
+    case DFX_KIND_GUIDANCE:
+        ck_assert(((const dfx_guidance_ops *)c->ops)->guide != NULL);
+        break;
+    case DFX_KIND_CODEC:
+        ck_assert(((const dfx_codec_ops *)c->ops)->info != NULL);
+        ck_assert(((const dfx_codec_ops *)c->ops)->decode != NULL);
         break;
     }
     check_option_table(c);

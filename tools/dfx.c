@@ -1,5 +1,5 @@
 /* dfx, the command-line tool: run pipelines, list and describe components,
- * inspect safetensors files, print noise schedules. */
+ * inspect checkpoints, print noise schedules. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -25,10 +25,10 @@ static const char usage_text[] =
     "  run IMAGE.png [--set key.path=value]... [--seed N] ...\n"
     "                      re-run the pipeline stored in a PNG that dfx made (into NAME-rerun.png when it\n"
     "                      would write over the image)\n"
-    "  list [KIND]         list components (KIND: scheduler, sampler, model)\n"
+    "  list [KIND]         list components (KIND: scheduler, sampler, model, conditioner, guidance, codec)\n"
     "  describe KIND NAME  print a component's options: name, type, default, range/choices, help\n"
-    "  inspect FILE.safetensors\n"
-    "                      list a safetensors file's tensors, dtypes, shapes and metadata\n"
+    "  inspect FILE        list a checkpoint's tensors, dtypes and shapes (.safetensors with its\n"
+    "                      metadata, or a torch .ckpt/.pt/.pth/.bin, read without running its pickle)\n"
     "  schedule CONFIG [--steps N] [--dump FILE.safetensors] [--set key.path=value]...\n"
     "                      print the noise schedule of a diffusers scheduler_config.json or a pipeline\n"
     "  version             print the version\n"
@@ -293,23 +293,28 @@ static int cmd_run(int argc, char **argv)
 
 static int cmd_list(int argc, char **argv)
 {
-    dfx_kind kinds[3] = {DFX_KIND_SCHEDULER, DFX_KIND_SAMPLER, DFX_KIND_MODEL};
-    int nk = 3;
+    dfx_kind kinds[6] = {DFX_KIND_SCHEDULER,   DFX_KIND_SAMPLER,  DFX_KIND_MODEL,
+                         DFX_KIND_CONDITIONER, DFX_KIND_GUIDANCE, DFX_KIND_CODEC};
+    int nk = 6;
     if (argc > 2)
         die_usage("%s", "list takes at most one KIND");
     if (argc == 2) {
         if (!dfx_kind_parse(argv[1], &kinds[0]))
-            die_usage("list: unknown kind '%s' (scheduler, sampler, model)", argv[1]);
+            die_usage("list: unknown kind '%s' (scheduler, sampler, model, conditioner, guidance, codec)", argv[1]);
         nk = 1;
     }
     dfx_registry *reg = open_registry();
+    bool first = true;
     for (int k = 0; k < nk; k++) {
         const dfx_component *cs[512];
         size_t n = dfx_registry_list(reg, kinds[k], cs, 512);
-        printf("%s%ss:\n", k ? "\n" : "", dfx_kind_name(kinds[k]));
+        if (!n && nk > 1)
+            continue; /* a kind nothing provides yet */
+        printf("%s%s%s:\n", first ? "" : "\n", dfx_kind_name(kinds[k]), kinds[k] == DFX_KIND_GUIDANCE ? "" : "s");
+        first = false;
         for (size_t i = 0; i < n && i < 512; i++) {
             const dfx_plugin *pl = dfx_registry_plugin_of(reg, cs[i]);
-            printf("  %-18s %-10s %s\n", cs[i]->name, pl ? pl->name : "?", cs[i]->summary);
+            printf("  %-18s %-16s %s\n", cs[i]->name, pl ? pl->name : "?", cs[i]->summary);
         }
     }
     dfx_registry_destroy(reg);
@@ -322,7 +327,7 @@ static int cmd_describe(int argc, char **argv)
     if (argc != 3)
         die_usage("%s", "describe needs KIND and NAME (e.g. dfx describe sampler ddim)");
     if (!dfx_kind_parse(argv[1], &kind))
-        die_usage("describe: unknown kind '%s' (scheduler, sampler, model)", argv[1]);
+        die_usage("describe: unknown kind '%s' (scheduler, sampler, model, conditioner, guidance, codec)", argv[1]);
     dfx_registry *reg = open_registry();
     const dfx_component *c = dfx_registry_find(reg, kind, argv[2]);
     int rc = 0;
@@ -339,26 +344,38 @@ static int cmd_describe(int argc, char **argv)
     return rc;
 }
 
+/* Lists a checkpoint through dfx_weights, so that every format it reads is
+ * listed the same way; a safetensors file's metadata comes from its own
+ * reader. */
 static int cmd_inspect(int argc, char **argv)
 {
     if (argc != 2)
-        die_usage("%s", "inspect needs one FILE.safetensors");
-    dfx_safetensors *st_file;
-    dfx_status st = dfx_safetensors_open(argv[1], &st_file);
+        die_usage("%s", "inspect needs one FILE (.safetensors, .ckpt, .pt, .pth, .bin)");
+    dfx_weights *w;
+    dfx_status st = dfx_weights_open(&w, argv[1]);
     if (st)
         return fail(st);
-    int64_t n = dfx_safetensors_count(st_file);
+    int64_t n = dfx_weights_count(w);
+    const char *format = dfx_weights_format(w);
     size_t total = 0;
-    printf("%s: %lld tensors\n", argv[1], (long long)n);
+    if (strcmp(format, "safetensors") == 0)
+        printf("%s: %lld tensors\n", argv[1], (long long)n);
+    else
+        printf("%s: %lld tensors (%s checkpoint)\n", argv[1], (long long)n, format);
     for (int64_t i = 0; i < n; i++) {
         dfx_tensor v;
-        const char *name = dfx_safetensors_name(st_file, i);
+        const char *name = dfx_weights_name(w, i);
         char shape[256];
-        dfx_safetensors_view(st_file, name, &v);
+        dfx_weights_view(w, name, &v);
         total += dfx_tensor_nbytes(&v);
         printf("  %-60s %-8s %s\n", name, dfx_dtype_name(v.dtype), dfx_tensor_shape_str(&v, shape, sizeof shape));
     }
     printf("  %zu bytes of data\n", total);
+    dfx_safetensors *st_file = NULL;
+    if (strcmp(format, "safetensors") == 0 && (st = dfx_safetensors_open(argv[1], &st_file))) {
+        dfx_weights_close(w);
+        return fail(st);
+    }
     int64_t m = dfx_safetensors_metadata_count(st_file);
     if (m)
         printf("metadata:\n");
@@ -369,6 +386,7 @@ static int cmd_inspect(int argc, char **argv)
         printf("  %s: %.*s%s\n", k, len > 200 ? 200 : (int)len, v, len > 200 ? " ..." : "");
     }
     dfx_safetensors_close(st_file);
+    dfx_weights_close(w);
     return 0;
 }
 

@@ -45,13 +45,16 @@ const char *dfx_kind_name(dfx_kind kind)
     case DFX_KIND_SCHEDULER: return "scheduler";
     case DFX_KIND_SAMPLER: return "sampler";
     case DFX_KIND_MODEL: return "model";
+    case DFX_KIND_CONDITIONER: return "conditioner";
+    case DFX_KIND_GUIDANCE: return "guidance";
+    case DFX_KIND_CODEC: return "codec";
     }
     return NULL;
 }
 
 bool dfx_kind_parse(const char *name, dfx_kind *out)
 {
-    for (int k = DFX_KIND_SCHEDULER; k <= DFX_KIND_MODEL; k++) {
+    for (int k = DFX_KIND_SCHEDULER; k <= DFX_KIND_CODEC; k++) {
         if (strcmp(name, dfx_kind_name((dfx_kind)k)) == 0) {
             *out = (dfx_kind)k;
             return true;
@@ -149,6 +152,22 @@ static dfx_status check_ops(const dfx_component *c)
             return dfx_error_set(DFX_ERR_PLUGIN, "model '%s': ops.info is NULL (required)", c->name);
         if (!m->predict)
             return dfx_error_set(DFX_ERR_PLUGIN, "model '%s': ops.predict is NULL (required)", c->name);
+        break;
+    }
+    case DFX_KIND_CONDITIONER:
+        if (!((const dfx_conditioner_ops *)c->ops)->encode)
+            return dfx_error_set(DFX_ERR_PLUGIN, "conditioner '%s': ops.encode is NULL (required)", c->name);
+        break;
+    case DFX_KIND_GUIDANCE:
+        if (!((const dfx_guidance_ops *)c->ops)->guide)
+            return dfx_error_set(DFX_ERR_PLUGIN, "guidance '%s': ops.guide is NULL (required)", c->name);
+        break;
+    case DFX_KIND_CODEC: {
+        const dfx_codec_ops *k = c->ops;
+        if (!k->info)
+            return dfx_error_set(DFX_ERR_PLUGIN, "codec '%s': ops.info is NULL (required)", c->name);
+        if (!k->decode)
+            return dfx_error_set(DFX_ERR_PLUGIN, "codec '%s': ops.decode is NULL (required)", c->name);
         break;
     }
     }

@@ -55,3 +55,25 @@ void dfx_error_clear(void)
 {
     error_buf[0] = '\0';
 }
+
+static dfx_warning_handler warn_handler;
+static void *warn_user;
+
+void dfx_warn(const char *fmt, ...)
+{
+    char msg[DFX_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (warn_handler)
+        warn_handler(msg, warn_user);
+    else
+        fprintf(stderr, "dfx: warning: %s\n", msg);
+}
+
+void dfx_set_warning_handler(dfx_warning_handler handler, void *user)
+{
+    warn_handler = handler;
+    warn_user = user;
+}

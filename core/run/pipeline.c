@@ -25,6 +25,7 @@ typedef struct task_opts {
     int64_t seed;
     dfx_ints shape;
     int64_t batch;
+    int64_t width, height;
     int noise;
 } task_opts;
 
@@ -39,13 +40,16 @@ typedef struct scheduler_core {
     int64_t steps;
 } scheduler_core;
 
-typedef struct sampler_core {
+/* the core's keys of a sampler, conditioner, guidance or codec section */
+typedef struct typed_core {
     char *type;
-} sampler_core;
+} typed_core;
 
 typedef struct init_opts {
     char *noise;
     int scale;
+    char *image;
+    double strength;
 } init_opts;
 
 typedef struct output_opts {
@@ -73,6 +77,11 @@ static const dfx_option task_options[] = {
     DFX_OPTION_INTS("shape", offsetof(task_opts, shape), 1, 1e9,
                     "shape of the sampled batch [B, ...]; default: [batch] + the model's sample shape"),
     DFX_OPTION_INT("batch", offsetof(task_opts, batch), 1, 1, 1e6, "batch size when shape is not given"),
+    DFX_OPTION_INT("width", offsetof(task_opts, width), 0, 0, 1 << 20,
+                   "width of the images in pixels (after the codec's decoding, when there is one); 0: the "
+                   "model's default, or the init image's"),
+    DFX_OPTION_INT("height", offsetof(task_opts, height), 0, 0, 1 << 20,
+                   "height of the images in pixels; 0: the model's default, or the init image's"),
     DFX_OPTION_ENUM("noise", offsetof(task_opts, noise), NOISE_SHARED, noise_names,
                     "shared: one generator draws all noise in diffusers' order; per_image: item k has its "
                     "own generator seeded seed+k, so a batch equals single runs"),
@@ -96,7 +105,28 @@ static const dfx_option scheduler_core_options[] = {
 };
 
 static const dfx_option sampler_core_options[] = {
-    REQUIRED_STRING("type", offsetof(sampler_core, type), "the sampler component (`dfx list sampler`)"),
+    REQUIRED_STRING("type", offsetof(typed_core, type),
+                    "the sampler component (`dfx list sampler`), or an A1111 sampler name (\"Euler a\", "
+                    "\"DPM++ 2M Karras\", ...)"),
+    DFX_OPTION_END,
+};
+
+static const dfx_option conditioner_core_options[] = {
+    REQUIRED_STRING("type", offsetof(typed_core, type),
+                    "the conditioner component (`dfx list conditioner`); a `path` it leaves out is the "
+                    "model's"),
+    DFX_OPTION_END,
+};
+
+static const dfx_option guidance_core_options[] = {
+    REQUIRED_STRING("type", offsetof(typed_core, type), "the guidance component (`dfx list guidance`)"),
+    DFX_OPTION_END,
+};
+
+static const dfx_option codec_core_options[] = {
+    REQUIRED_STRING("type", offsetof(typed_core, type),
+                    "the codec component (`dfx list codec`): samples are its latents, outputs its decoded "
+                    "data; a `path` it leaves out is the model's"),
     DFX_OPTION_END,
 };
 
@@ -106,6 +136,12 @@ static const dfx_option init_options[] = {
     DFX_OPTION_ENUM("scale", offsetof(init_opts, scale), SCALE_AUTO, scale_names,
                     "how the unit noise is scaled: as the scheduler/sampler say (diffusers' "
                     "init_noise_sigma), unit variance, or sigma_max"),
+    DFX_OPTION_PATH("image", offsetof(init_opts, image),
+                    "a PNG to start from (img2img, SDEdit): encoded by the codec, noised to the level "
+                    "`strength` picks, then denoised over the rest of the schedule"),
+    DFX_OPTION_FLOAT("strength", offsetof(init_opts, strength), 0.8, 0, 1,
+                     "with image: the part of the schedule that runs (diffusers' strength): the last "
+                     "int(steps * strength) steps; 1 starts from pure noise"),
     DFX_OPTION_END,
 };
 
@@ -117,11 +153,28 @@ static const dfx_option output_options[] = {
     DFX_OPTION_END,
 };
 
+static const dfx_option *core_options_of(dfx_kind kind)
+{
+    switch (kind) {
+    case DFX_KIND_SCHEDULER:
+        return scheduler_core_options;
+    case DFX_KIND_MODEL:
+        return model_core_options;
+    case DFX_KIND_SAMPLER:
+        return sampler_core_options;
+    case DFX_KIND_CONDITIONER:
+        return conditioner_core_options;
+    case DFX_KIND_GUIDANCE:
+        return guidance_core_options;
+    case DFX_KIND_CODEC:
+        return codec_core_options;
+    }
+    return sampler_core_options;
+}
+
 void dfx_component_describe(const dfx_component *c, FILE *out)
 {
-    const dfx_option *core = c->kind == DFX_KIND_SCHEDULER ? scheduler_core_options
-                             : c->kind == DFX_KIND_MODEL   ? model_core_options
-                                                           : sampler_core_options;
+    const dfx_option *core = core_options_of(c->kind);
     fprintf(out, "%s '%s': %s\n", dfx_kind_name(c->kind), c->name, c->summary);
     dfx__options_describe(c->options, out);
     fprintf(out, "\n  keys of every %s section, read by dfx itself:\n", dfx_kind_name(c->kind));
@@ -135,13 +188,15 @@ struct dfx_pipeline {
     task_opts task;
     model_core mcore;
     scheduler_core score;
-    sampler_core pcore;
+    typed_core pcore, ccore, gcore, kcore;  /* sampler, conditioner, guidance, codec */
     init_opts init;
     output_opts output;
     bool has_model, has_sampler, has_init, has_output;
-    dfx__instance model, scheduler, sampler;
+    bool has_conditioner, has_guidance, has_codec;
+    dfx__instance model, scheduler, sampler, conditioner, guidance, codec;
     dfx_prediction prediction;
     dfx__node *implied_sched;   /* the scheduler section a model folder implied */
+    dfx__node *implied_cond, *implied_codec;  /* sections given the model's path */
 };
 
 /* ---- loading and overrides -------------------------------------------- */
@@ -296,7 +351,8 @@ const char *dfx_pipeline_get(const dfx_pipeline *p, const char *key)
 
 /* ---- resolution ------------------------------------------------------- */
 
-static const char *const top_sections[] = {"model", "scheduler", "sampler", "init", "output", NULL};
+static const char *const top_sections[] = {"model",    "conditioner", "guidance", "codec", "scheduler",
+                                           "sampler",  "init",        "output",   NULL};
 
 static dfx_status section_map(const dfx__node *root, const char *name, const dfx__node **out)
 {
@@ -464,6 +520,93 @@ static dfx_status resolve_scheduling(dfx_pipeline *p, dfx_registry *reg, const c
     return st;
 }
 
+static bool has_option(const dfx_component *c, const char *name)
+{
+    for (const dfx_option *o = c->options; o && o->name; o++)
+        if (strcmp(o->name, name) == 0)
+            return true;
+    return false;
+}
+
+/* An optional conditioner, guidance or codec section. A conditioner or a
+ * codec with a `path` option that is given none takes the model section's:
+ * a checkpoint usually holds the text encoder and the autoencoder too. */
+static dfx_status resolve_optional(dfx_pipeline *p, dfx_registry *reg, dfx_kind kind, typed_core *core,
+                                   dfx__instance *inst, bool *has, dfx__node **implied)
+{
+    const char *name = dfx_kind_name(kind);
+    const dfx__node *sec;
+    const char *type;
+    char where[512];
+    dfx_status st = section_map(p->root, name, &sec);
+    if (st || !sec)
+        return st;
+    if ((st = type_of(sec, name, &type)))
+        return st;
+    if (!type)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: %s: give a type (`dfx list %s`)",
+                             dfx__node_where(sec, where, sizeof where), name, name);
+    const dfx_component *comp = dfx_registry_find(reg, kind, type);
+    const dfx__node *model = dfx__node_get(p->root, "model");
+    const dfx__node *mpath = model && model->type == DFX__NODE_MAP ? dfx__node_get(model, "path") : NULL;
+    if (implied && comp && mpath && !dfx__node_get(sec, "path") && has_option(comp, "path")) {
+        dfx__node *with = dfx__node_clone(sec), *path = dfx__node_clone(mpath);
+        if (!with || !path) {
+            dfx__node_free(with);
+            dfx__node_free(path);
+            return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        }
+        if ((st = dfx__node_set(with, "path", path))) {
+            dfx__node_free(with);
+            return st;
+        }
+        dfx__node_free(*implied);
+        *implied = with;
+        sec = with;
+    }
+    st = resolve_component(p, reg, kind, sec, core_options_of(kind), core, type, inst);
+    *has = !st;
+    return st;
+}
+
+/* A sampler named the A1111 way ("DPM++ 2M Karras") becomes the dfx
+ * sampler with the options the name implies, and the schedule type a
+ * `sigmas` key of the scheduler section; keys the pipeline sets itself
+ * win. A registered component of that name wins over the alias. */
+static dfx_status apply_sampler_alias(dfx_pipeline *p, dfx_registry *reg)
+{
+    dfx__node *samp = dfx__node_get(p->root, "sampler");
+    dfx__node *tn = samp && samp->type == DFX__NODE_MAP ? dfx__node_get(samp, "type") : NULL;
+    dfx__a1111_alias a;
+    if (!tn || tn->type != DFX__NODE_SCALAR || dfx_registry_find(reg, DFX_KIND_SAMPLER, tn->text) ||
+        !dfx__a1111_sampler(tn->text, &a))
+        return DFX_OK;
+    struct {
+        dfx__node *map;
+        const char *key, *value;
+    } sets[3] = {{samp, "type", a.type}, {samp, a.key, a.value}, {NULL, "sigmas", a.sigmas}};
+    if (a.sigmas) {
+        dfx__node *sched = dfx__node_get(p->root, "scheduler");
+        if (!sched) {
+            dfx_status st;
+            if (!(sched = dfx__node_new(DFX__NODE_MAP, tn->origin, tn->line, tn->col)))
+                return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+            if ((st = dfx__node_set(p->root, "scheduler", sched)))
+                return st;
+        }
+        sets[2].map = sched->type == DFX__NODE_MAP ? sched : NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!sets[i].map || !sets[i].key || (i > 0 && dfx__node_get(sets[i].map, sets[i].key)))
+            continue;
+        dfx__node *v = dfx__node_new_scalar(sets[i].value, false, tn->origin, tn->line, tn->col);
+        dfx_status st = v ? dfx__node_set(sets[i].map, sets[i].key, v) : dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        if (st)
+            return st;
+    }
+    return DFX_OK;
+}
+
 static dfx_status resolve_plain_section(dfx_pipeline *p, const char *name, const dfx_option *opts,
                                         void *priv, bool *present)
 {
@@ -505,14 +648,23 @@ static void release_resolved(dfx_pipeline *p)
     dfx__instance_destroy(&p->model);
     dfx__instance_destroy(&p->scheduler);
     dfx__instance_destroy(&p->sampler);
+    dfx__instance_destroy(&p->conditioner);
+    dfx__instance_destroy(&p->guidance);
+    dfx__instance_destroy(&p->codec);
+    p->has_model = p->has_sampler = p->has_conditioner = p->has_guidance = p->has_codec = false;
     dfx__options_free(task_options, &p->task);
     dfx__options_free(model_core_options, &p->mcore);
     dfx__options_free(scheduler_core_options, &p->score);
     dfx__options_free(sampler_core_options, &p->pcore);
+    dfx__options_free(conditioner_core_options, &p->ccore);
+    dfx__options_free(guidance_core_options, &p->gcore);
+    dfx__options_free(codec_core_options, &p->kcore);
     dfx__options_free(init_options, &p->init);
     dfx__options_free(output_options, &p->output);
     dfx__node_free(p->implied_sched);
-    p->implied_sched = NULL;
+    dfx__node_free(p->implied_cond);
+    dfx__node_free(p->implied_codec);
+    p->implied_sched = p->implied_cond = p->implied_codec = NULL;
     p->resolved = false;
 }
 
@@ -528,6 +680,9 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
     dfx__options_defaults(model_core_options, &p->mcore);
     dfx__options_defaults(scheduler_core_options, &p->score);
     dfx__options_defaults(sampler_core_options, &p->pcore);
+    dfx__options_defaults(conditioner_core_options, &p->ccore);
+    dfx__options_defaults(guidance_core_options, &p->gcore);
+    dfx__options_defaults(codec_core_options, &p->kcore);
     dfx__options_defaults(init_options, &p->init);
     dfx__options_defaults(output_options, &p->output);
     p->prediction = DFX_PREDICTION_AUTO;
@@ -556,7 +711,20 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
         if ((st = resolve_component(p, reg, DFX_KIND_MODEL, sec, model_core_options, &p->mcore, type, &p->model)))
             goto fail;
         p->has_model = true;
+        if ((st = resolve_optional(p, reg, DFX_KIND_CONDITIONER, &p->ccore, &p->conditioner, &p->has_conditioner,
+                                   &p->implied_cond)) ||
+            (st = resolve_optional(p, reg, DFX_KIND_GUIDANCE, &p->gcore, &p->guidance, &p->has_guidance, NULL)) ||
+            (st = resolve_optional(p, reg, DFX_KIND_CODEC, &p->kcore, &p->codec, &p->has_codec,
+                                   &p->implied_codec)))
+            goto fail;
+        if (p->has_guidance && !p->has_conditioner) {
+            st = dfx_error_set(DFX_ERR_CONFIG, "%s: guidance needs a conditioner section to guide with (e.g. "
+                                               "conditioner: {type: clip_text, prompt: ...})", p->origin);
+            goto fail;
+        }
     }
+    if ((st = apply_sampler_alias(p, reg)))
+        goto fail;
     /* the scheduler: as the pipeline says, else the one that came with the
      * model's weights */
     const char *model_sched = NULL;
@@ -612,13 +780,13 @@ dfx_status dfx_instance_create(dfx_instance **out, dfx_registry *reg, dfx_kind k
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     }
     /* the core's keys of the section are validated, then dropped */
-    model_core mc;
-    scheduler_core sc;
-    sampler_core pc;
-    const dfx_option *core = kind == DFX_KIND_MODEL ? model_core_options
-                             : kind == DFX_KIND_SCHEDULER ? scheduler_core_options
-                                                          : sampler_core_options;
-    void *core_priv = kind == DFX_KIND_MODEL ? (void *)&mc : kind == DFX_KIND_SCHEDULER ? (void *)&sc : (void *)&pc;
+    union {
+        model_core m;
+        scheduler_core s;
+        typed_core t;
+    } core_keys;
+    void *core_priv = &core_keys;
+    const dfx_option *core = core_options_of(kind);
     dfx__options_defaults(core, core_priv);
     if (sec->type != DFX__NODE_MAP)
         st = dfx_error_set(DFX_ERR_CONFIG, "%s: expected a section of keys", origin);
@@ -679,8 +847,17 @@ dfx_status dfx_pipeline_write_resolved(const dfx_pipeline *p, FILE *out)
     sc.type = (char *)p->scheduler.comp->name;
     dump_section(out, "scheduler", scheduler_core_options, &sc, &p->scheduler);
     if (p->has_sampler) {
-        sampler_core pc = {(char *)p->sampler.comp->name};
+        typed_core pc = {(char *)p->sampler.comp->name};
         dump_section(out, "sampler", sampler_core_options, &pc, &p->sampler);
+    }
+    const dfx__instance *extra[] = {&p->conditioner, &p->guidance, &p->codec};
+    const bool has_extra[] = {p->has_conditioner, p->has_guidance, p->has_codec};
+    for (int i = 0; i < 3; i++) {
+        if (!has_extra[i])
+            continue;
+        typed_core tc = {(char *)extra[i]->comp->name};
+        dump_section(out, dfx_kind_name(extra[i]->comp->kind), core_options_of(extra[i]->comp->kind), &tc,
+                     extra[i]);
     }
     if (p->task.pipeline == TASK_SAMPLE)
         dump_section(out, "init", init_options, &p->init, NULL);
@@ -832,72 +1009,6 @@ static void image_pixels(const float *x, int64_t c, int64_t h, int64_t w, unsign
                 *out++ = (unsigned char)rintf(denormalize(x[(k * h + y) * w + i]) * 255);
 }
 
-/* The settings of an image as A1111 writes them into its `parameters` text
- * chunk, which image tools (A1111's PNG Info, civitai, ComfyUI nodes) read:
- * the prompt, "Negative prompt: ...", then one line of "Key: value" pairs
- * with A1111's keys where it has one. */
-typedef struct a1111_params {
-    const char *prompt;            /* NULL or "": no prompt lines */
-    const char *negative_prompt;   /* NULL or "": no negative prompt line */
-    int64_t steps;
-    const char *sampler, *schedule;
-    double cfg_scale;              /* NAN: no guidance, no "CFG scale" */
-    int64_t seed;
-    int64_t width, height;         /* 0: no "Size" (the 2-D plot) */
-    const char *model;
-} a1111_params;
-
-/* A value as A1111 quotes it (infotext_utils.quote): JSON when it holds a
- * comma, colon or newline, which would break the line into wrong pairs. */
-static void a1111_value(FILE *f, const char *v)
-{
-    if (!strpbrk(v, ",:\n")) {
-        fputs(v, f);
-        return;
-    }
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            fprintf(f, "\\%c", *c);
-        else if (*c == '\n')
-            fputs("\\n", f);
-        else if (*c < 0x20)
-            fprintf(f, "\\u%04x", *c);
-        else
-            fputc(*c, f);
-    }
-    fputc('"', f);
-}
-
-static char *a1111_text(const a1111_params *a)
-{
-    char *mem = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&mem, &len);
-    if (!f)
-        return NULL;
-    if (a->prompt && *a->prompt)
-        fprintf(f, "%s\n", a->prompt);
-    if (a->negative_prompt && *a->negative_prompt)
-        fprintf(f, "Negative prompt: %s\n", a->negative_prompt);
-    fprintf(f, "Steps: %lld, Sampler: ", (long long)a->steps);
-    a1111_value(f, a->sampler);
-    fputs(", Schedule type: ", f);
-    a1111_value(f, a->schedule);
-    if (!isnan(a->cfg_scale))
-        fprintf(f, ", CFG scale: %g", a->cfg_scale);
-    fprintf(f, ", Seed: %lld", (long long)a->seed);
-    if (a->width)
-        fprintf(f, ", Size: %lldx%lld", (long long)a->width, (long long)a->height);
-    fputs(", Model: ", f);
-    a1111_value(f, a->model);
-    if (fclose(f) != 0) {
-        free(mem);
-        return NULL;
-    }
-    return mem;
-}
-
 /* dir + "/" + rel in a new string. */
 static char *join_path(const char *dir, const char *rel)
 {
@@ -938,7 +1049,8 @@ static dfx_status stored_pipeline(const dfx_pipeline *p, int64_t image, const ch
     enum { MAX_OWNED = 256 };
     char *owned[MAX_OWNED];
     size_t nowned = 0;
-    void *privs[3] = {NULL, NULL, NULL};
+    enum { N = 6 };
+    void *privs[N] = {NULL};
     *text = NULL;
     char *cwd = getcwd(NULL, 0);
     if (!cwd)
@@ -947,10 +1059,10 @@ static dfx_status stored_pipeline(const dfx_pipeline *p, int64_t image, const ch
     /* a copy that is only dumped, never released: its path fields and the
      * components' options point at new strings and copies */
     dfx_pipeline c = *p;
-    dfx__instance *insts[3] = {&c.model, &c.scheduler, &c.sampler};
-    const bool present[3] = {p->has_model, true, p->has_sampler};
+    dfx__instance *insts[N] = {&c.model, &c.scheduler, &c.sampler, &c.conditioner, &c.guidance, &c.codec};
+    const bool present[N] = {p->has_model, true, p->has_sampler, p->has_conditioner, p->has_guidance, p->has_codec};
     bool ok = true;
-    for (int i = 0; i < 3 && ok; i++) {
+    for (int i = 0; i < N && ok; i++) {
         const dfx_component *comp = insts[i]->comp;
         if (!present[i] || !comp->priv_size)
             continue;
@@ -982,10 +1094,73 @@ static dfx_status stored_pipeline(const dfx_pipeline *p, int64_t image, const ch
         *text = resolved_text(&c);
     for (size_t i = 0; i < nowned; i++)
         free(owned[i]);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < N; i++)
         free(privs[i]);
     free(cwd);
     return *text ? DFX_OK : dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory for the stored pipeline", out_path);
+}
+
+/* Option `name` of a component instance as YAML text in buf, or NULL when
+ * it has no such option. */
+static const char *option_text(const dfx__instance *inst, const char *name, char *buf, size_t size)
+{
+    for (const dfx_option *o = inst->comp->options; o && o->name; o++) {
+        if (strcmp(o->name, name) == 0) {
+            dfx__option_format(o, inst->priv, buf, size);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* What A1111 would write for this run (strings borrowed from p or held in
+ * `model`, the checkpoint's name: its file or folder name without the
+ * extension, else the model component's). */
+static void a1111_of(const dfx_pipeline *p, dfx__a1111_params *a, char *model, size_t size)
+{
+    char noise[64], skip[64], sigmas[64], path[4096];
+    memset(a, 0, sizeof *a);
+    a->steps = p->score.steps;
+    a->sampler = dfx__a1111_sampler_name(p->sampler.comp->name, option_text(&p->sampler, "noise", noise, sizeof noise),
+                                         option_text(&p->sampler, "skip_prk", skip, sizeof skip));
+    a->schedule = dfx__a1111_schedule_name(option_text(&p->scheduler, "sigmas", sigmas, sizeof sigmas));
+    a->cfg_scale = NAN;
+    a->denoising_strength = p->init.image ? p->init.strength : NAN;
+    a->seed = p->task.seed;
+    if (p->has_conditioner) {
+        const dfx_conditioner_ops *ops = p->conditioner.comp->ops;
+        dfx_conditioner_info ci = {NULL, NULL};
+        if (ops->info)
+            ops->info(p->conditioner.priv, &ci);
+        a->prompt = ci.prompt;
+        a->negative_prompt = ci.negative_prompt;
+    }
+    if (p->has_guidance) {
+        const dfx_guidance_ops *ops = p->guidance.comp->ops;
+        if (ops->scale)
+            a->cfg_scale = ops->scale(p->guidance.priv);
+    }
+    const char *mp = option_text(&p->model, "path", path, sizeof path);
+    if (mp && strcmp(mp, "null") != 0) {
+        size_t n = strlen(mp);
+        while (n > 1 && mp[n - 1] == '/')
+            n--;
+        const char *base = mp;
+        for (size_t i = 0; i < n; i++)
+            if (mp[i] == '/')
+                base = mp + i + 1;
+        size_t len = (size_t)(mp + n - base);
+        const char *dot = memchr(base, '.', len);
+        if (dot && dot != base && (strncmp(dot, ".safetensors", 12) == 0 || strncmp(dot, ".ckpt", 5) == 0 ||
+                                   strncmp(dot, ".pt", 3) == 0 || strncmp(dot, ".bin", 4) == 0))
+            len = (size_t)(dot - base);
+        if (*base == '"' && len > 1)
+            base++, len--;
+        snprintf(model, size, "%.*s", (int)len, base);
+    } else {
+        snprintf(model, size, "%s", p->model.comp->name);
+    }
+    a->model = model;
 }
 
 static dfx_status write_plot(const dfx_pipeline *p, const dfx_tensor *x)
@@ -1002,9 +1177,10 @@ static dfx_status write_plot(const dfx_pipeline *p, const dfx_tensor *x)
     }
     /* the A1111-style summary (no Size: the points are not the picture),
      * and the pipeline that re-runs it */
-    const a1111_params a = {NULL, NULL, p->score.steps, p->sampler.comp->name, p->scheduler.comp->name, NAN,
-                            p->task.seed, 0, 0, p->model.comp->name};
-    char *params = a1111_text(&a), *yaml = NULL;
+    dfx__a1111_params a;
+    char model[256];
+    a1111_of(p, &a, model, sizeof model);
+    char *params = dfx__a1111_text(&a), *yaml = NULL;
     if (!params)
         st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     else if (!(st = stored_pipeline(p, -1, p->output.path, &yaml))) {
@@ -1053,9 +1229,13 @@ static dfx_status write_images(const dfx_pipeline *p, const dfx_tensor *x)
                 snprintf(*name, n, "%.*s-%04lld%s", (int)stem, path, (long long)k, path + stem);
         }
         image_pixels((const float *)x->data + (size_t)k * per, c, h, w, pixels + (size_t)k * per);
-        const a1111_params a = {NULL, NULL, p->score.steps, p->sampler.comp->name, p->scheduler.comp->name,
-                                NAN, alone ? p->task.seed + k : p->task.seed, w, h, p->model.comp->name};
-        if (!*name || !(*params = a1111_text(&a))) {
+        dfx__a1111_params a;
+        char model[256];
+        a1111_of(p, &a, model, sizeof model);
+        a.seed = alone ? p->task.seed + k : p->task.seed;
+        a.width = w;
+        a.height = h;
+        if (!*name || !(*params = dfx__a1111_text(&a))) {
             st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
             break;
         }
@@ -1077,20 +1257,22 @@ static dfx_status write_images(const dfx_pipeline *p, const dfx_tensor *x)
     return st;
 }
 
-/* The samples (tensor `samples`) and, for images, the image as diffusers'
- * output_type="np" gives it (tensor `image`: [B, H, W, C] float32 in
- * [0, 1]), with the pipeline that re-runs them in the metadata. */
-static dfx_status write_tensors(const dfx_pipeline *p, const dfx_tensor *x)
+/* The samples (tensor `samples`: the codec's latents when there is one)
+ * and, for images, the image as diffusers' output_type="np" gives it
+ * (tensor `image`: [B, H, W, C] float32 in [0, 1]), with the pipeline that
+ * re-runs them in the metadata. `data` is the decoded samples (x itself
+ * without a codec). */
+static dfx_status write_tensors(const dfx_pipeline *p, const dfx_tensor *x, const dfx_tensor *data)
 {
     const char *path = p->output.path;
     dfx_tensor *img = NULL;
     dfx_status st = DFX_OK;
-    if (image_shaped(x->ndim, x->shape)) {
-        const int64_t b = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
+    if (image_shaped(data->ndim, data->shape)) {
+        const int64_t b = data->shape[0], c = data->shape[1], h = data->shape[2], w = data->shape[3];
         const int64_t nhwc[4] = {b, h, w, c};
         if ((st = dfx_tensor_create(&img, DFX_DTYPE_F32, 4, nhwc)))
             return st;
-        const float *src = x->data;
+        const float *src = data->data;
         float *dst = img->data;
         for (int64_t n = 0; n < b; n++)
             for (int64_t y = 0; y < h; y++)
@@ -1111,87 +1293,317 @@ static dfx_status write_tensors(const dfx_pipeline *p, const dfx_tensor *x)
     return st;
 }
 
-static dfx_status write_samples(const dfx_pipeline *p, const dfx_tensor *x)
+static dfx_status write_samples(const dfx_pipeline *p, const dfx_tensor *x, const dfx_tensor *data)
 {
-    dfx_status st = check_output(p, x->ndim, x->shape);
+    if (!has_ext(p->output.path, ".png"))
+        return write_tensors(p, x, data);
+    return data->ndim == 2 ? write_plot(p, data) : write_images(p, data);
+}
+
+/* The run's sample shape: `shape` as given, else [batch] + the model's
+ * sample shape, its height and width set by `width` and `height` (those of
+ * the decoded images when there is a codec; the init image's when not
+ * given). */
+static dfx_status sample_shape(const dfx_pipeline *p, const dfx_model_info *info, const dfx_codec_info *ci,
+                               int64_t img_w, int64_t img_h, int *ndim, int64_t *shape)
+{
+    const int64_t f = ci ? ci->downscale : 1;
+    int64_t width = p->task.width ? p->task.width : img_w, height = p->task.height ? p->task.height : img_h;
+    if (p->task.shape.n) {
+        if (p->task.width || p->task.height)
+            return dfx_error_set(DFX_ERR_CONFIG, "%s: give shape or width/height, not both", p->origin);
+        if (p->task.shape.n > DFX_MAX_DIMS)
+            return dfx_error_set(DFX_ERR_CONFIG, "shape has %lld dimensions; at most %d", (long long)p->task.shape.n,
+                                 DFX_MAX_DIMS);
+        *ndim = (int)p->task.shape.n;
+        memcpy(shape, p->task.shape.v, (size_t)*ndim * sizeof *shape);
+    } else {
+        if (!info->sample_ndim)
+            return dfx_error_set(DFX_ERR_CONFIG, "%s has no fixed sample shape: give shape: [B, ...]", p->model.what);
+        *ndim = info->sample_ndim + 1;
+        shape[0] = p->task.batch;
+        memcpy(shape + 1, info->sample_shape, (size_t)info->sample_ndim * sizeof *shape);
+        if (width || height) {
+            if (!info->any_size || *ndim < 3)
+                return dfx_error_set(DFX_ERR_CONFIG, "%s makes samples of one size only: width and height do not "
+                                                     "apply", p->model.what);
+            int64_t *dims[2] = {&width, &height};
+            const char *names[2] = {"width", "height"};
+            for (int i = 0; i < 2; i++) {
+                if (!*dims[i])
+                    *dims[i] = shape[*ndim - 1 - i] * f;
+                const int64_t v = *dims[i];
+                if (v % f)
+                    return dfx_error_set(DFX_ERR_CONFIG, "%s %lld is not a multiple of %lld (the codec's scale "
+                                                         "factor): use %lld or %lld", names[i], (long long)v,
+                                         (long long)f, (long long)(v / f * f > 0 ? v / f * f : f),
+                                         (long long)(v / f * f + f));
+                shape[*ndim - 1 - i] = v / f;
+            }
+        }
+    }
+    if (*ndim < 2)
+        return dfx_error_set(DFX_ERR_CONFIG, "shape needs a batch and at least one more dimension, e.g. [1, 2]");
+    if (info->sample_ndim) {
+        bool ok = *ndim == info->sample_ndim + 1;
+        const int fixed = info->any_size && info->sample_ndim >= 2 ? info->sample_ndim - 2 : info->sample_ndim;
+        for (int i = 0; ok && i < fixed; i++)
+            ok = shape[i + 1] == info->sample_shape[i];
+        if (!ok)
+            return dfx_error_set(DFX_ERR_CONFIG, "shape does not fit %s (its samples have %d dimensions%s)",
+                                 p->model.what, info->sample_ndim,
+                                 fixed < info->sample_ndim ? ", the leading ones fixed" : "");
+    }
+    if (ci && (*ndim != 4 || shape[1] != ci->latent_channels))
+        return dfx_error_set(DFX_ERR_CONFIG, "%s encodes to [B, %lld, h, w] latents, which the sample shape does "
+                                             "not match", p->codec.what, (long long)ci->latent_channels);
+    return DFX_OK;
+}
+
+/* The conditioning of the run, checked against the model: a context of
+ * the width it takes, one entry per batch item. */
+static dfx_status conditioning(const dfx_pipeline *p, const dfx_model_info *info, int64_t batch,
+                               dfx_conditioning *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!p->has_conditioner) {
+        if (info->context_dim)
+            return dfx_error_set(DFX_ERR_CONFIG, "%s takes %lld-wide text states: add a conditioner section (e.g. "
+                                                 "conditioner: {type: clip_text, prompt: \"a lighthouse at dawn\"})",
+                                 p->model.what, (long long)info->context_dim);
+        return DFX_OK;
+    }
+    const dfx_guidance_ops *gops = p->has_guidance ? p->guidance.comp->ops : NULL;
+    const bool uncond = gops && (!gops->needs_uncond || gops->needs_uncond(p->guidance.priv));
+    const dfx_conditioner_ops *ops = p->conditioner.comp->ops;
+    dfx_error_clear();
+    dfx_status st = ops->encode(p->conditioner.priv, batch, uncond, c);
+    if (st)
+        return dfx_error_prefix(st, "%s: ", p->conditioner.what);
+    const dfx_tensor *ts[] = {c->context, c->uncond_context, c->pooled, c->uncond_pooled};
+    for (int i = 0; i < 4 && !st; i++) {
+        const dfx_tensor *t = ts[i];
+        if (!t)
+            continue;
+        if (t->dtype != DFX_DTYPE_F32 || t->ndim < 2 || t->shape[0] != batch ||
+            (i < 2 && (t->ndim != 3 || (info->context_dim && t->shape[2] != info->context_dim)))) {
+            char buf[128];
+            st = dfx_error_set(DFX_ERR_CONFIG, "%s gives %s states %s, but %s takes [%lld, tokens, %lld]",
+                               p->conditioner.what, i % 2 ? "unconditional" : "conditional",
+                               dfx_tensor_shape_str(t, buf, sizeof buf), p->model.what, (long long)batch,
+                               (long long)info->context_dim);
+        }
+    }
+    if (!st && info->context_dim && !c->context)
+        st = dfx_error_set(DFX_ERR_CONFIG, "%s gives no text states, which %s needs", p->conditioner.what,
+                           p->model.what);
+    if (!st && uncond && ((c->context && !c->uncond_context) || (c->pooled && !c->uncond_pooled) ||
+                          (c->labels && !c->uncond_labels)))
+        st = dfx_error_set(DFX_ERR_CONFIG, "%s gives no unconditional half, which guidance needs",
+                           p->conditioner.what);
+    if (st)
+        dfx_conditioning_fini(c);
+    return st;
+}
+
+/* A PNG as the data a run starts from: [1, C, H, W] in [-1, 1] as
+ * diffusers' image processor makes it (x / 255 * 2 - 1 in float32); C = 3
+ * (gray replicated, alpha dropped, as PIL's convert("RGB")) or 1 for gray
+ * models. */
+static dfx_status image_tensor(const dfx__png_image *img, int64_t channels, dfx_tensor **out)
+{
+    const int64_t shape[4] = {1, channels, img->height, img->width};
+    dfx_status st = dfx_tensor_create(out, DFX_DTYPE_F32, 4, shape);
     if (st)
         return st;
-    if (!has_ext(p->output.path, ".png"))
-        return write_tensors(p, x);
-    return x->ndim == 2 ? write_plot(p, x) : write_images(p, x);
+    const int64_t hw = (int64_t)img->width * img->height;
+    const int gray = img->channels < 3;
+    float *d = (*out)->data;
+    for (int64_t i = 0; i < hw; i++) {
+        const unsigned char *px = img->pixels + i * img->channels;
+        for (int64_t k = 0; k < channels; k++) {
+            const unsigned char v = channels == 1 ? (gray ? px[0] : (unsigned char)((px[0] * 299 + px[1] * 587 +
+                                                                                    px[2] * 114 + 500) / 1000))
+                                                  : px[gray ? 0 : k];
+            d[k * hw + i] = 2.0f * ((float)v / 255.0f) - 1.0f;
+        }
+    }
+    return DFX_OK;
+}
+
+/* The clean samples img2img starts from, [B, ...] like x: the init image,
+ * through the codec's encoder (its posterior sample drawn first from each
+ * item's generator, as diffusers draws it before the noise). */
+static dfx_status init_samples(const dfx_pipeline *p, const dfx__png_image *img, dfx_rng **rngs, int64_t nrngs,
+                               const dfx_tensor *like, dfx_tensor **out)
+{
+    const int64_t batch = like->shape[0];
+    const dfx_codec_ops *cops = p->has_codec ? p->codec.comp->ops : NULL;
+    dfx_codec_info ci = {0, 1, like->shape[1]};
+    if (cops)
+        cops->info(p->codec.priv, &ci);
+    if (!cops && like->shape[1] != 1 && like->shape[1] != 3)
+        return dfx_error_set(DFX_ERR_CONFIG, "init.image: %s samples have %lld channels, not an image's",
+                             p->model.what, (long long)like->shape[1]);
+    if (cops && !cops->encode)
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "init.image: %s cannot encode images", p->codec.what);
+    dfx_tensor *pix = NULL;
+    dfx_status st = image_tensor(img, ci.data_channels, &pix);
+    if (!st)
+        st = dfx_tensor_create_like(out, like);
+    const int64_t per = st ? 0 : dfx_tensor_numel(*out) / batch;
+    for (int64_t i = 0; i < batch && !st; i++) {
+        dfx_tensor item = **out;
+        item.shape[0] = 1;
+        item.data = (float *)(*out)->data + i * per;
+        if (i > 0 && nrngs == 1) {
+            memcpy(item.data, (*out)->data, (size_t)per * sizeof(float));
+        } else if (!cops) {
+            memcpy(item.data, pix->data, (size_t)per * sizeof(float));
+        } else {
+            dfx_error_clear();
+            if ((st = cops->encode(p->codec.priv, pix, rngs[nrngs == 1 ? 0 : i], &item)))
+                dfx_error_prefix(st, "init.image: %s: ", p->codec.what);
+        }
+    }
+    dfx_tensor_destroy(pix);
+    if (st) {
+        dfx_tensor_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* The steps from level t0 on, as a view of s (img2img). */
+static dfx_schedule schedule_from(const dfx_schedule *s, int64_t t0)
+{
+    dfx_schedule v = *s;
+    v.steps -= t0;
+    v.levels += t0;
+    v.targets = v.targets ? v.targets + t0 : NULL;
+    v.time = v.time ? v.time + t0 : NULL;
+    v.time_to = v.time_to ? v.time_to + t0 : NULL;
+    v.sde_f = v.sde_f ? v.sde_f + t0 : NULL;
+    v.sde_g2 = v.sde_g2 ? v.sde_g2 + t0 : NULL;
+    return v;
+}
+
+/* data [B, ...] = the codec's decoding of x, one item at a time so that
+ * memory does not grow with the batch. */
+static dfx_status decode(const dfx_pipeline *p, const dfx_tensor *x, const int64_t *dshape,
+                         const dfx_run_params *rp, dfx_tensor **out)
+{
+    const dfx_codec_ops *cops = p->codec.comp->ops;
+    const int64_t batch = x->shape[0];
+    dfx_status st = dfx_tensor_create(out, DFX_DTYPE_F32, 4, dshape);
+    if (st)
+        return st;
+    dfx__progress progress;
+    dfx__progress_start(&progress, rp->progress, rp->progress_tty, "decoding", batch);
+    const int64_t per_x = dfx_tensor_numel(x) / batch, per_d = dfx_tensor_numel(*out) / batch;
+    for (int64_t i = 0; i < batch && !st; i++) {
+        dfx_tensor z = *x, d = **out;
+        z.shape[0] = d.shape[0] = 1;
+        z.data = (float *)x->data + i * per_x;
+        d.data = (float *)(*out)->data + i * per_d;
+        dfx_error_clear();
+        if ((st = cops->decode(p->codec.priv, &z, &d)))
+            dfx_error_prefix(st, "%s: ", p->codec.what);
+        else if (!dfx_ops_all_finite(d.data, per_d))
+            st = dfx_error_set(DFX_ERR_NUMERIC, "%s: the decoding of item %lld is not finite", p->codec.what,
+                               (long long)i);
+        else if (dfx__abort_flag)
+            st = dfx_error_set(DFX_ERR_ABORTED, "interrupted while decoding");
+        else
+            dfx__progress_tick(&progress);
+    }
+    if (progress.out && progress.tty && st)
+        fputc('\n', progress.out);
+    if (!st)
+        dfx__progress_end(&progress);
+    if (st) {
+        dfx_tensor_destroy(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
 {
-    dfx_schedule sched;
-    dfx_status st = dfx_pipeline_plan(p, 0, &sched);
-    if (st)
-        return st;
+    dfx_schedule sched = {0};
     dfx_model_info info;
+    dfx_codec_info ci = {0};
+    dfx__png_image img = {0};
+    dfx_conditioning cond = {0};
     const dfx_model_ops *mops = p->model.comp->ops;
     const dfx_sampler_ops *sops = p->sampler.comp->ops;
-    mops->info(p->model.priv, &info);
-
-    int64_t shape[DFX_MAX_DIMS];
-    int ndim;
-    if (p->task.shape.n) {
-        if (p->task.shape.n > DFX_MAX_DIMS) {
-            dfx_schedule_fini(&sched);
-            return dfx_error_set(DFX_ERR_CONFIG, "shape has %lld dimensions; at most %d", (long long)p->task.shape.n,
-                                 DFX_MAX_DIMS);
-        }
-        ndim = (int)p->task.shape.n;
-        memcpy(shape, p->task.shape.v, (size_t)ndim * sizeof *shape);
-    } else {
-        if (!info.sample_ndim) {
-            dfx_schedule_fini(&sched);
-            return dfx_error_set(DFX_ERR_CONFIG, "%s has no fixed sample shape: give shape: [B, ...]", p->model.what);
-        }
-        ndim = info.sample_ndim + 1;
-        shape[0] = p->task.batch;
-        memcpy(shape + 1, info.sample_shape, (size_t)info.sample_ndim * sizeof *shape);
-    }
-    if (info.sample_ndim) {
-        bool ok = ndim == info.sample_ndim + 1;
-        for (int i = 0; ok && i < info.sample_ndim; i++)
-            ok = shape[i + 1] == info.sample_shape[i];
-        if (!ok) {
-            dfx_schedule_fini(&sched);
-            return dfx_error_set(DFX_ERR_CONFIG, "shape does not fit %s (its samples have %d dimensions)",
-                                 p->model.what, info.sample_ndim);
-        }
-    }
-    if (ndim < 2) {
-        dfx_schedule_fini(&sched);
-        return dfx_error_set(DFX_ERR_CONFIG, "shape needs a batch and at least one more dimension, e.g. [1, 2]");
-    }
-    if ((st = check_output(p, ndim, shape))) {
-        dfx_schedule_fini(&sched);
-        return st;
-    }
-    const int64_t batch = shape[0];
-
-    dfx_rng *rngs_small[1];
+    const dfx_codec_ops *cops = p->has_codec ? p->codec.comp->ops : NULL;
+    int64_t shape[DFX_MAX_DIMS], dshape[DFX_MAX_DIMS];
+    int ndim = 0;
+    dfx_rng *rngs_small[1] = {NULL};
     dfx_rng **rngs = rngs_small;
-    int64_t nrngs = p->task.noise == NOISE_PER_IMAGE ? batch : 1;
-    dfx_tensor *x = NULL;
+    int64_t nrngs = 0;
+    dfx_tensor *x = NULL, *x0 = NULL, *data = NULL;
     dfx__trace *trace = NULL;
     dfx_sampling *s = NULL;
+    dfx_status st;
+
+    mops->info(p->model.priv, &info);
+    if (cops)
+        cops->info(p->codec.priv, &ci);
+    if (p->init.image && (st = dfx__png_read(p->init.image, &img))) {
+        dfx_error_prefix(st, "init.image: ");
+        goto done;
+    }
+    if ((st = sample_shape(p, &info, cops ? &ci : NULL, img.width, img.height, &ndim, shape)))
+        goto done;
+    memcpy(dshape, shape, sizeof dshape);
+    if (cops) {
+        dshape[1] = ci.data_channels;
+        dshape[2] *= ci.downscale;
+        dshape[3] *= ci.downscale;
+    }
+    if (p->init.image && (ndim != 4 || dshape[3] != img.width || dshape[2] != img.height)) {
+        st = dfx_error_set(DFX_ERR_CONFIG, "init.image '%s' is %dx%d but the run makes %lldx%lld images (dfx "
+                                           "does not resize: give an image of that size, or leave width and "
+                                           "height out)", p->init.image, img.width, img.height,
+                           (long long)(ndim == 4 ? dshape[3] : 0), (long long)(ndim == 4 ? dshape[2] : 0));
+        goto done;
+    }
+    if ((st = check_output(p, ndim, dshape)) || (st = dfx_pipeline_plan(p, 0, &sched)))
+        goto done;
+    const int64_t batch = shape[0];
+    /* img2img: the last int(steps * strength) steps run (diffusers' get_timesteps) */
+    int64_t t0 = 0;
+    if (p->init.image) {
+        const int64_t keep = (int64_t)((double)sched.steps * p->init.strength);
+        t0 = sched.steps - (keep < sched.steps ? keep : sched.steps);
+        if (t0 >= sched.steps) {
+            st = dfx_error_set(DFX_ERR_CONFIG, "init.strength %g of %lld steps runs no step: raise strength or "
+                                               "steps", p->init.strength, (long long)sched.steps);
+            goto done;
+        }
+    }
+
+    nrngs = p->task.noise == NOISE_PER_IMAGE ? batch : 1;
     if (nrngs > 1 && !(rngs = calloc((size_t)nrngs, sizeof *rngs))) {
-        dfx_schedule_fini(&sched);
-        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        nrngs = 0;
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        goto done;
     }
     for (int64_t i = 0; i < nrngs && !st; i++)
         st = dfx_rng_create(&rngs[i], (uint64_t)p->task.seed + (uint64_t)i);
-    if (st)
+    if (st || (st = conditioning(p, &info, batch, &cond)))
         goto done;
 
+    dfx_tensor want = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
+    if (p->init.image && (st = init_samples(p, &img, rngs, nrngs, &want, &x0)))
+        goto done;
     if (p->init.noise) {
         if ((st = read_tensor_ref(p->init.noise, &x))) {
             dfx_error_prefix(st, "init.noise: ");
             goto done;
         }
-        dfx_tensor want = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
         if (!dfx_tensor_same_shape(x, &want)) {
             char a[128], b[128];
             st = dfx_error_set(DFX_ERR_CONFIG, "init.noise '%s' has shape %s but the run samples %s", p->init.noise,
@@ -1209,29 +1621,40 @@ static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
                 dfx_rng_normal(rngs[i], (float *)x->data + i * per, per);
     }
 
-    int mode = p->init.scale;
-    if (mode == SCALE_AUTO)
-        mode = sched.init_noise == DFX_INIT_NOISE_UNIT    ? SCALE_UNIT
-               : sched.init_noise == DFX_INIT_NOISE_SIGMA ? SCALE_SIGMA
-               : sops->init_noise && sops->init_noise(p->sampler.priv) == DFX_INIT_NOISE_SIGMA ? SCALE_SIGMA
-                                                                                              : SCALE_UNIT;
-    const dfx_level *l0 = &sched.levels[0];
-    double k = mode != SCALE_SIGMA ? sqrt(l0->alpha * l0->alpha + l0->sigma * l0->sigma)
-               : sched.init_sigma > 0 ? sched.init_sigma
-                                      : l0->sigma;
-    if ((float)k != 1.0f)
-        dfx_ops_scale(x->data, x->data, k, dfx_tensor_numel(x));
+    const dfx_level *l0 = &sched.levels[t0];
+    if (x0) {
+        /* the image noised to the first level that runs (add_noise) */
+        const float a = (float)l0->alpha, b = (float)l0->sigma;
+        float *xd = x->data;
+        const float *cd = x0->data;
+        for (int64_t i = 0, n = dfx_tensor_numel(x); i < n; i++)
+            xd[i] = a * cd[i] + b * xd[i];
+    } else {
+        int mode = p->init.scale;
+        if (mode == SCALE_AUTO)
+            mode = sched.init_noise == DFX_INIT_NOISE_UNIT    ? SCALE_UNIT
+                   : sched.init_noise == DFX_INIT_NOISE_SIGMA ? SCALE_SIGMA
+                   : sops->init_noise && sops->init_noise(p->sampler.priv) == DFX_INIT_NOISE_SIGMA ? SCALE_SIGMA
+                                                                                                  : SCALE_UNIT;
+        double k = mode != SCALE_SIGMA ? sqrt(l0->alpha * l0->alpha + l0->sigma * l0->sigma)
+                   : sched.init_sigma > 0 ? sched.init_sigma
+                                          : l0->sigma;
+        if ((float)k != 1.0f)
+            dfx_ops_scale(x->data, x->data, k, dfx_tensor_numel(x));
+    }
 
     if (rp->trace_path && (st = dfx__trace_create(&trace)))
         goto done;
+    const dfx_schedule run = schedule_from(&sched, t0);
     dfx__progress progress;
-    int64_t total = sops->evaluations ? sops->evaluations(p->sampler.priv, &sched) : sched.steps;
+    int64_t total = sops->evaluations ? sops->evaluations(p->sampler.priv, &run) : run.steps;
     dfx__progress_start(&progress, rp->progress, rp->progress_tty, "sampling", total);
-    dfx__sampling_params sp = {&p->model, p->prediction, &p->scheduler, rngs, nrngs, trace, &progress};
+    dfx__sampling_params sp = {&p->model, p->prediction, &p->scheduler, rngs, nrngs, trace, &progress,
+                               p->has_conditioner ? &cond : NULL, p->has_guidance ? &p->guidance : NULL};
     if ((st = dfx__sampling_create(&s, &sp, x)))
         goto done;
     dfx_error_clear();
-    st = sops->sample(p->sampler.priv, s, &sched, x);
+    st = sops->sample(p->sampler.priv, s, &run, x);
     if (st && progress.out && progress.tty)
         fputc('\n', progress.out); /* end the progress line before the message */
     if (st) {
@@ -1244,7 +1667,11 @@ static dfx_status run_sample(dfx_pipeline *p, const dfx_run_params *rp)
         st = dfx_error_set(DFX_ERR_NUMERIC, "%s: the final sample is not finite", p->sampler.what);
         goto done;
     }
-    if (p->output.path && (st = write_samples(p, x)))
+    if (cops && (p->output.path || trace) && (st = decode(p, x, dshape, rp, &data)))
+        goto done;
+    if (trace && data && (st = dfx__trace_add(trace, "decoded", data)))
+        goto done;
+    if (p->output.path && (st = write_samples(p, x, data ? data : x)))
         goto done;
     if (trace)
         st = dfx__trace_write(trace, rp->trace_path);
@@ -1252,10 +1679,14 @@ done:
     dfx__sampling_destroy(s);
     dfx__trace_destroy(trace);
     dfx_tensor_destroy(x);
+    dfx_tensor_destroy(x0);
+    dfx_tensor_destroy(data);
+    dfx_conditioning_fini(&cond);
     for (int64_t i = 0; i < nrngs; i++)
         dfx_rng_destroy(rngs[i]);
     if (rngs != rngs_small)
         free(rngs);
+    dfx__png_image_fini(&img);
     dfx_schedule_fini(&sched);
     return st;
 }

@@ -66,11 +66,52 @@ typedef struct dfx__sampling_params {
     int64_t nrngs;
     dfx__trace *trace;               /* may be NULL */
     dfx__progress *progress;
+    const dfx_conditioning *cond;    /* may be NULL */
+    const dfx__instance *guidance;   /* may be NULL; needs cond */
 } dfx__sampling_params;
 
 dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *params,
                                 const dfx_tensor *like);
 void dfx__sampling_destroy(dfx_sampling *s);
+
+/* ---- AUTOMATIC1111 names and metadata --------------------------------- */
+
+/* What an A1111 sampler name stands for: the dfx sampler, one sampler
+ * option it implies (or NULL), and a `sigmas` value for the scheduler (or
+ * NULL). */
+typedef struct dfx__a1111_alias {
+    const char *type;
+    const char *key, *value;
+    const char *sigmas;
+} dfx__a1111_alias;
+
+/* Reads "Euler a", "DPM++ 2M Karras", "LMS Exponential", ... (any case);
+ * false when name is none of them. */
+bool dfx__a1111_sampler(const char *name, dfx__a1111_alias *out);
+/* A1111's name of a dfx sampler, given its `noise` and `skip_prk` option
+ * values as YAML text (or NULL); the type itself when A1111 has none. */
+const char *dfx__a1111_sampler_name(const char *type, const char *noise, const char *skip_prk);
+/* A1111's schedule type for a `sigmas` value ("Karras"; "Automatic" for
+ * the others and NULL). */
+const char *dfx__a1111_schedule_name(const char *sigmas);
+
+/* The settings of an image as A1111 writes them into its `parameters` text
+ * chunk, which image tools (A1111's PNG Info, civitai, ComfyUI nodes) read:
+ * the prompt, "Negative prompt: ...", then one line of "Key: value" pairs. */
+typedef struct dfx__a1111_params {
+    const char *prompt;            /* NULL or "": no prompt lines */
+    const char *negative_prompt;   /* NULL or "": no negative prompt line */
+    int64_t steps;
+    const char *sampler, *schedule;
+    double cfg_scale;              /* NAN: no guidance, no "CFG scale" */
+    int64_t seed;
+    int64_t width, height;         /* 0: no "Size" (the 2-D plot) */
+    const char *model;
+    double denoising_strength;     /* NAN: not img2img */
+} dfx__a1111_params;
+
+/* The text (malloc'ed), or NULL when out of memory. */
+char *dfx__a1111_text(const dfx__a1111_params *a);
 
 /* ---- diffusers scheduler_config.json ---------------------------------- */
 

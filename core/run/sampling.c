@@ -8,6 +8,19 @@
 
 #include "core/run/run.h"
 
+/* Guided evaluations: the model run on [uncond; cond] as one batch of 2B. */
+struct dfx_guiding {
+    dfx_sampling *s;
+    const dfx_guidance_ops *ops;
+    void *priv;
+    dfx_tensor *in2, *raw2;          /* [2B, ...] model input and output */
+    dfx_tensor *ctx2, *pooled2;      /* [2B, ...] the two contexts, uncond first */
+    int64_t *labels2;
+    double *t2, *s2;                 /* [2B] */
+    dfx_cond cond2, cond_u, cond_c;  /* both halves, each half alone */
+    dfx_tensor half_u, half_c;       /* views of raw2's halves */
+};
+
 struct dfx_sampling {
     const dfx_model_ops *mops;
     void *mpriv;
@@ -20,6 +33,8 @@ struct dfx_sampling {
     int64_t nrngs;
     dfx__trace *trace;
     dfx__progress *progress;
+    dfx_cond cond;       /* the conditional half (unguided runs) */
+    dfx_guiding *guiding; /* NULL without guidance */
     dfx_tensor *input;   /* model input */
     dfx_tensor *raw;     /* model output (2C channels with learned variance) */
     dfx_tensor *pred;    /* with learned variance: the prediction channels */
@@ -28,6 +43,86 @@ struct dfx_sampling {
     int64_t evals;
     int64_t reports;
 };
+
+void dfx_conditioning_fini(dfx_conditioning *c)
+{
+    dfx_tensor_destroy(c->context);
+    dfx_tensor_destroy(c->uncond_context);
+    dfx_tensor_destroy(c->pooled);
+    dfx_tensor_destroy(c->uncond_pooled);
+    free(c->labels);
+    free(c->uncond_labels);
+    memset(c, 0, sizeof *c);
+}
+
+/* [2B, ...] = cat(a, b) along the batch of two [B, ...] tensors. */
+static dfx_status cat2(dfx_tensor **out, const dfx_tensor *a, const dfx_tensor *b)
+{
+    int64_t shape[DFX_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[0] *= 2;
+    dfx_status st = dfx_tensor_create(out, DFX_DTYPE_F32, a->ndim, shape);
+    if (st)
+        return st;
+    const size_t n = (size_t)dfx_tensor_numel(a);
+    memcpy((*out)->data, a->data, n * sizeof(float));
+    memcpy((float *)(*out)->data + n, b->data, n * sizeof(float));
+    return DFX_OK;
+}
+
+static void guiding_destroy(dfx_guiding *g)
+{
+    if (!g)
+        return;
+    dfx_tensor_destroy(g->in2);
+    dfx_tensor_destroy(g->raw2);
+    dfx_tensor_destroy(g->ctx2);
+    dfx_tensor_destroy(g->pooled2);
+    free(g->labels2);
+    free(g->t2);
+    free(g->s2);
+    free(g);
+}
+
+static dfx_status guiding_create(dfx_sampling *s, const dfx__instance *inst, const dfx_conditioning *c,
+                                 const dfx_tensor *like)
+{
+    dfx_guiding *g = calloc(1, sizeof *g);
+    if (!g)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    s->guiding = g;
+    g->s = s;
+    g->ops = inst->comp->ops;
+    g->priv = inst->priv;
+    const int64_t batch = like->shape[0];
+    int64_t shape[DFX_MAX_DIMS];
+    memcpy(shape, like->shape, sizeof shape);
+    shape[0] *= 2;
+    dfx_status st;
+    if ((st = dfx_tensor_create(&g->in2, DFX_DTYPE_F32, like->ndim, shape)))
+        return st;
+    if (s->info.learned_variance)
+        shape[1] *= 2;
+    if ((st = dfx_tensor_create(&g->raw2, DFX_DTYPE_F32, like->ndim, shape)))
+        return st;
+    if (!(g->t2 = calloc((size_t)(2 * batch), sizeof *g->t2)) ||
+        !(g->s2 = calloc((size_t)(2 * batch), sizeof *g->s2)))
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    g->cond_c = s->cond;
+    g->cond_u = (dfx_cond){c->uncond_context, c->uncond_pooled, c->uncond_labels};
+    if (c->context && c->uncond_context && (st = cat2(&g->ctx2, c->uncond_context, c->context)))
+        return st;
+    if (c->pooled && c->uncond_pooled && (st = cat2(&g->pooled2, c->uncond_pooled, c->pooled)))
+        return st;
+    if (c->labels && c->uncond_labels) {
+        if (!(g->labels2 = malloc((size_t)(2 * batch) * sizeof *g->labels2)))
+            return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        memcpy(g->labels2, c->uncond_labels, (size_t)batch * sizeof *g->labels2);
+        memcpy(g->labels2 + batch, c->labels, (size_t)batch * sizeof *g->labels2);
+    }
+    g->cond2 = (dfx_cond){g->ctx2, g->pooled2, g->labels2};
+    return DFX_OK;
+}
 
 dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *pp,
                                 const dfx_tensor *like)
@@ -48,13 +143,16 @@ dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *
     s->nrngs = pp->nrngs;
     s->trace = pp->trace;
     s->progress = pp->progress;
+    if (pp->cond)
+        s->cond = (dfx_cond){pp->cond->context, pp->cond->pooled, pp->cond->labels};
     int64_t shape[DFX_MAX_DIMS];
     memcpy(shape, like->shape, sizeof shape);
     if (s->info.learned_variance)
         shape[1] *= 2;
     if ((st = dfx_tensor_create_like(&s->input, like)) ||
         (st = dfx_tensor_create(&s->raw, DFX_DTYPE_F32, like->ndim, shape)) ||
-        (s->info.learned_variance && (st = dfx_tensor_create_like(&s->pred, like)))) {
+        (s->info.learned_variance && (st = dfx_tensor_create_like(&s->pred, like))) ||
+        (pp->guidance && (st = guiding_create(s, pp->guidance, pp->cond, like)))) {
         dfx__sampling_destroy(s);
         return st;
     }
@@ -72,12 +170,87 @@ void dfx__sampling_destroy(dfx_sampling *s)
 {
     if (!s)
         return;
+    guiding_destroy(s->guiding);
     dfx_tensor_destroy(s->input);
     dfx_tensor_destroy(s->raw);
     dfx_tensor_destroy(s->pred);
     free(s->tvec);
     free(s->svec);
     free(s);
+}
+
+/* A view of batch items [i0, i0 + n) of t. */
+static dfx_tensor batch_view(const dfx_tensor *t, int64_t i0, int64_t n)
+{
+    dfx_tensor v = *t;
+    const int64_t per = dfx_tensor_numel(t) / t->shape[0];
+    v.shape[0] = n;
+    v.data = (float *)t->data + i0 * per;
+    return v;
+}
+
+dfx_status dfx_guiding_model(dfx_guiding *g, const dfx_tensor *x, const dfx_level *lv, const dfx_tensor **uncond,
+                             const dfx_tensor **cond)
+{
+    dfx_sampling *s = g->s;
+    const int64_t batch = x->shape[0];
+    if (batch * 2 != g->in2->shape[0] || dfx_tensor_numel(x) * 2 != dfx_tensor_numel(g->in2))
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "guidance: the model input does not have the run's shape");
+    const double t = lv->t_model, sv = lv->alpha > 0 ? lv->sigma / lv->alpha : INFINITY;
+    for (int64_t i = 0; i < 2 * batch; i++) {
+        g->t2[i] = t;
+        g->s2[i] = sv;
+    }
+    dfx_status st;
+    if (uncond && cond) {
+        const size_t n = (size_t)dfx_tensor_numel(x);
+        memcpy(g->in2->data, x->data, n * sizeof(float));
+        memcpy((float *)g->in2->data + n, x->data, n * sizeof(float));
+        const dfx_model_input mi = {g->in2, g->t2, g->s2, &g->cond2};
+        st = s->mops->predict(s->mpriv, &mi, g->raw2);
+        g->half_u = batch_view(g->raw2, 0, batch);
+        g->half_c = batch_view(g->raw2, batch, batch);
+    } else {
+        dfx_tensor *half = uncond ? &g->half_u : &g->half_c;
+        *half = batch_view(g->raw2, uncond ? 0 : batch, batch);
+        const dfx_model_input mi = {x, g->t2, g->s2, uncond ? &g->cond_u : &g->cond_c};
+        st = uncond || cond ? s->mops->predict(s->mpriv, &mi, half) : DFX_OK;
+    }
+    if (st)
+        return dfx_error_prefix(st, "%s: ", s->mname);
+    if (uncond)
+        *uncond = &g->half_u;
+    if (cond)
+        *cond = &g->half_c;
+    return DFX_OK;
+}
+
+/* The raw model output for the model input at lv: the network's, or the
+ * guidance's mix of its two halves. */
+static dfx_status evaluate(dfx_sampling *s, const dfx_level *lv)
+{
+    dfx_guiding *g = s->guiding;
+    if (!g) {
+        const dfx_model_input mi = {s->input, s->tvec, s->svec, &s->cond};
+        dfx_status st = s->mops->predict(s->mpriv, &mi, s->raw);
+        return st ? dfx_error_prefix(st, "%s: ", s->mname) : DFX_OK;
+    }
+    memset(&g->half_c, 0, sizeof g->half_c);
+    dfx_status st = g->ops->guide(g->priv, g, s->input, lv, s->raw);
+    if (st)
+        return st;
+    if (s->info.learned_variance) {
+        /* the variance is the conditional one (as GLIDE and guided-diffusion
+         * do); evaluate it when the guidance did not */
+        const dfx_tensor *c = &g->half_c;
+        if (!c->data && (st = dfx_guiding_model(g, s->input, lv, NULL, &c)))
+            return st;
+        const int64_t batch = s->raw->shape[0], per = dfx_tensor_numel(s->raw) / batch;
+        for (int64_t i = 0; i < batch; i++)
+            memcpy((float *)s->raw->data + i * per + per / 2, (const float *)c->data + i * per + per / 2,
+                   (size_t)(per / 2) * sizeof(float));
+    }
+    return DFX_OK;
 }
 
 /* Copies channels [c0, c0 + c) of every batch item of src [B, C2, ...] into
@@ -130,9 +303,8 @@ dfx_status dfx_sampling_denoise(dfx_sampling *s, const dfx_tensor *x, const dfx_
         s->tvec[i] = lv->t_model;
         s->svec[i] = lv->alpha > 0 ? lv->sigma / lv->alpha : INFINITY;
     }
-    const dfx_model_input mi = {s->input, s->tvec, s->svec, NULL};
-    if ((st = s->mops->predict(s->mpriv, &mi, s->raw)))
-        return dfx_error_prefix(st, "%s: ", s->mname);
+    if ((st = evaluate(s, lv)))
+        return st;
     s->evals++;
     if (!dfx_ops_all_finite(s->raw->data, dfx_tensor_numel(s->raw)))
         return dfx_error_set(DFX_ERR_NUMERIC, "%s: output is not finite at model evaluation %lld (t_model %g, "

@@ -38,10 +38,14 @@ extern "C" {
 typedef enum dfx_kind {
     DFX_KIND_SCHEDULER = 1,
     DFX_KIND_SAMPLER = 2,
-    DFX_KIND_MODEL = 3
+    DFX_KIND_MODEL = 3,
+    DFX_KIND_CONDITIONER = 4,
+    DFX_KIND_GUIDANCE = 5,
+    DFX_KIND_CODEC = 6
 } dfx_kind;
 
-/* "scheduler", "sampler", "model"; NULL for an unknown value. */
+/* "scheduler", "sampler", "model", "conditioner", "guidance", "codec";
+ * NULL for an unknown value. */
 DFX_API const char *dfx_kind_name(dfx_kind kind);
 
 typedef struct dfx_component {
@@ -158,14 +162,24 @@ typedef struct dfx_model_info {
                                    then IDDPM's v in [-1, 1] (eq. 14) */
     int sample_ndim;            /* shape of one sample, without the batch; 0 = any */
     int64_t sample_shape[DFX_MAX_DIMS - 1];
+    bool any_size;              /* the last two entries of sample_shape are only a
+                                   default: any height and width work (a
+                                   convolutional network) */
+    int64_t context_dim;        /* width of the cross-attention states it takes
+                                   (dfx_cond.context [B, tokens, context_dim]);
+                                   0: none */
     const char *scheduler_config; /* the scheduler config that came with the
                                      weights (a diffusers folder's), or NULL;
                                      used when the pipeline names no scheduler */
 } dfx_model_info;
 
-/* Conditioning tensors (text embeddings, class labels); defined by the
- * conditioner interface. Models that take none ignore it (it may be NULL). */
-typedef struct dfx_cond dfx_cond;
+/* What a model is conditioned on for one evaluation (borrowed; any field
+ * may be NULL). Models that take none ignore it. */
+typedef struct dfx_cond {
+    const dfx_tensor *context;  /* [B, tokens, dim]: cross-attention states */
+    const dfx_tensor *pooled;   /* [B, dim]: a pooled embedding */
+    const int64_t *labels;      /* [B]: class labels */
+} dfx_cond;
 
 /* One model evaluation's input. */
 typedef struct dfx_model_input {
@@ -230,6 +244,82 @@ DFX_API dfx_status dfx_sampling_level_at(dfx_sampling *s, double t_model,
  * t_model_of); an error when the scheduler cannot map it. */
 DFX_API dfx_status dfx_sampling_t_model(dfx_sampling *s, double sigma_ve,
                                         double *t_model);
+
+/* ---- conditioners ----------------------------------------------------- */
+
+/* What a conditioner produces for a batch: the conditional and, for
+ * guidance, the unconditional conditioning (tensors owned by the core once
+ * returned; allocate them with dfx_tensor_create). */
+typedef struct dfx_conditioning {
+    dfx_tensor *context, *uncond_context;  /* [B, tokens, dim] */
+    dfx_tensor *pooled, *uncond_pooled;    /* [B, dim] */
+    int64_t *labels, *uncond_labels;       /* [B], malloc'ed */
+} dfx_conditioning;
+
+/* Frees what a dfx_conditioning holds and zeroes it. */
+DFX_API void dfx_conditioning_fini(dfx_conditioning *c);
+
+/* A conditioner's description of what it encoded, for an image's metadata. */
+typedef struct dfx_conditioner_info {
+    const char *prompt;           /* or NULL */
+    const char *negative_prompt;  /* or NULL */
+} dfx_conditioner_info;
+
+typedef struct dfx_conditioner_ops {
+    /* required: the conditioning of `batch` samples; the unconditional
+     * half only when `uncond` (guidance asks for it) */
+    dfx_status (*encode)(void *priv, int64_t batch, bool uncond, dfx_conditioning *out);
+    /* optional: what it encodes, for metadata */
+    void (*info)(void *priv, dfx_conditioner_info *info);
+} dfx_conditioner_ops;
+
+/* ---- guidance --------------------------------------------------------- */
+
+/* The core's side of one guided evaluation: the model and both
+ * conditionings. */
+typedef struct dfx_guiding dfx_guiding;
+
+/* Evaluates the model on its input x (a batch of B, already scaled as the
+ * model takes it) at level lv with the unconditional and the conditional
+ * conditioning, as one batch of 2B (unconditional first, as diffusers
+ * does). *uncond and *cond receive the raw outputs, [B, ...] each, shaped
+ * as the model's output (C doubled with learned variance); they belong to
+ * the core and stay valid until the next call. Pass NULL for either to
+ * evaluate only the other half (B items). */
+DFX_API dfx_status dfx_guiding_model(dfx_guiding *g, const dfx_tensor *x, const dfx_level *lv,
+                                     const dfx_tensor **uncond, const dfx_tensor **cond);
+
+typedef struct dfx_guidance_ops {
+    /* required: out = the guided raw model output for the model input x at
+     * lv, mixed in the model's own prediction space (noise, v, ...), as
+     * diffusers mixes noise predictions. With learned variance the core
+     * then replaces the variance channels by the conditional ones. */
+    dfx_status (*guide)(void *priv, dfx_guiding *g, const dfx_tensor *x, const dfx_level *lv, dfx_tensor *out);
+    /* optional: whether guide() needs the unconditional conditioning
+     * (default true) */
+    bool (*needs_uncond)(void *priv);
+    /* optional: the scale to report in metadata ("CFG scale") */
+    double (*scale)(void *priv);
+} dfx_guidance_ops;
+
+/* ---- codecs ----------------------------------------------------------- */
+
+typedef struct dfx_codec_info {
+    int64_t latent_channels;  /* channels of the diffusion space */
+    int64_t downscale;        /* data height / latent height */
+    int64_t data_channels;    /* 3 for RGB images */
+} dfx_codec_info;
+
+typedef struct dfx_codec_ops {
+    /* required */
+    void (*info)(void *priv, dfx_codec_info *info);
+    /* required: data [B, data_channels, h*f, w*f] in [-1, 1] from latents
+     * [B, latent_channels, h, w] (any scaling factor is the codec's) */
+    dfx_status (*decode)(void *priv, const dfx_tensor *z, dfx_tensor *out);
+    /* optional: latents from data; a posterior sample drawn with rng, or
+     * its mean when rng is NULL */
+    dfx_status (*encode)(void *priv, const dfx_tensor *x, dfx_rng *rng, dfx_tensor *out);
+} dfx_codec_ops;
 
 typedef struct dfx_sampler_ops {
     /* required: integrate x in place from levels[0] to levels[steps]. x is in

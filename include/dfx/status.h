@@ -65,6 +65,16 @@ DFX_API const char *dfx_error_message(void);
 /* Forgets the calling thread's message. */
 DFX_API void dfx_error_clear(void);
 
+/* Warnings: something the user should know that does not stop the run (a
+ * prompt truncated to the model's length). They go to the handler, or to
+ * stderr as "dfx: warning: MESSAGE" when none is set. */
+typedef void (*dfx_warning_handler)(const char *message, void *user);
+
+DFX_API void dfx_warn(const char *fmt, ...) DFX_PRINTF(1, 2);
+/* Sets the process-wide handler (NULL: back to stderr). Not thread-safe
+ * against concurrent dfx_warn calls: set it before running pipelines. */
+DFX_API void dfx_set_warning_handler(dfx_warning_handler handler, void *user);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,10 @@
  * "model" with no weights whose x0 prediction is the true posterior mean
  * E[x0 | x_t], so samplers can be checked against the distribution they
  * should produce (its mean and covariance are known in closed form) and for
- * their order of convergence. log_density() gives log p_data for plots. */
+ * their order of convergence. log_density() gives log p_data for plots.
+ * Class labels (dfx_cond.labels) make it class-conditional: label k is
+ * component k alone, -1 the whole mixture, so classifier-free guidance has
+ * an exact conditional and unconditional model to mix. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,14 +224,19 @@ static void set_level(gmm *g, double s)
 /* For one point x [D] at the level of the last set_level: writes the
  * posterior mean E[x0 | x] to x0 (when not NULL) and returns log p(x).
  * gamma_k is the softmax of log w_k + log N(x; a mu_k, a^2 S_k + b^2 I),
- * taken with the largest logit subtracted (log-sum-exp). lg holds K + D
- * doubles of scratch. */
-static double posterior(const gmm *g, const float *x, float *x0, double *lg)
+ * taken with the largest logit subtracted (log-sum-exp). With `only` >= 0
+ * the data is component `only` alone (a class-conditional model: E[x0 | x,
+ * k] and log p(x | k) + log w_k). lg holds K + D doubles of scratch. */
+static double posterior(const gmm *g, const float *x, float *x0, double *lg, int64_t only)
 {
     const int64_t k = g->k, d = g->dims;
     double *acc = lg + k;
     double top = -INFINITY;
     for (int64_t c = 0; c < k; c++) {
+        if (only >= 0 && c != only) {
+            lg[c] = -INFINITY;
+            continue;
+        }
         const double *amu = g->amu + c * d, *iv = g->inv_v + c * d;
         double q = 0;
         for (int64_t j = 0; j < d; j++) {
@@ -244,7 +252,7 @@ static double posterior(const gmm *g, const float *x, float *x0, double *lg)
     for (int64_t c = 0; c < k; c++) {
         /* e^-50 < 2e-22 is below the rounding of sum >= 1: skip the exp;
          * the largest term is e^0 */
-        if (lg[c] - top < -50)
+        if (!(lg[c] - top >= -50))
             continue;
         const double e = lg[c] == top ? 1.0 : exp(lg[c] - top);
         sum += e;
@@ -279,14 +287,17 @@ static dfx_status check_points(const gmm *g, const dfx_tensor *x, const char *wh
     return DFX_OK;
 }
 
-/* Evaluates rows [lo, hi) of x at the current level, in parallel. */
-static void run_rows(gmm *g, const float *x, float *x0, double *logp, int64_t lo, int64_t hi)
+/* Evaluates rows [lo, hi) of x at the current level, in parallel; row i
+ * conditioned on component labels[i] when labels is not NULL and that is
+ * >= 0. */
+static void run_rows(gmm *g, const float *x, float *x0, double *logp, const int64_t *labels, int64_t lo,
+                     int64_t hi)
 {
     const int64_t d = g->dims, stride = g->stride;
 #pragma omp parallel for num_threads(g->nthreads) if (hi - lo >= GMM_PAR_MIN) schedule(static)
     for (int64_t i = lo; i < hi; i++) {
         double *lg = g->scratch + (int64_t)thread_id() * stride;
-        double lp = posterior(g, x + i * d, x0 ? x0 + i * d : NULL, lg);
+        double lp = posterior(g, x + i * d, x0 ? x0 + i * d : NULL, lg, labels ? labels[i] : -1);
         if (logp)
             logp[i] = lp;
     }
@@ -303,6 +314,12 @@ static dfx_status gmm_predict(void *priv, const dfx_model_input *in, dfx_tensor 
     const int64_t batch = in->x->shape[0];
     const float *x = in->x->data;
     float *x0 = out->data;
+    const int64_t *labels = in->cond ? in->cond->labels : NULL;
+    for (int64_t i = 0; labels && i < batch; i++)
+        if (labels[i] < -1 || labels[i] >= g->k)
+            return dfx_error_set(DFX_ERR_RANGE, "item %lld: class label %lld is not a component of the mixture "
+                                 "(0 to %lld, or -1 for none)", (long long)i, (long long)labels[i],
+                                 (long long)g->k - 1);
     /* items sharing a noise level (usually the whole batch) share the tables */
     for (int64_t lo = 0, hi; lo < batch; lo = hi) {
         const double s = in->sigma[lo];
@@ -312,7 +329,7 @@ static dfx_status gmm_predict(void *priv, const dfx_model_input *in, dfx_tensor 
         for (hi = lo + 1; hi < batch && in->sigma[hi] == s; hi++)
             ;
         set_level(g, s);
-        run_rows(g, x, x0, NULL, lo, hi);
+        run_rows(g, x, x0, NULL, labels, lo, hi);
     }
     return DFX_OK;
 }
@@ -324,7 +341,7 @@ static dfx_status gmm_log_density(void *priv, const dfx_tensor *x, double *out)
     if (st)
         return st;
     set_level(g, 0);
-    run_rows(g, x->data, NULL, out, 0, x->shape[0]);
+    run_rows(g, x->data, NULL, out, NULL, 0, x->shape[0]);
     return DFX_OK;
 }
 

@@ -9,11 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "dfx/json.h"
 #include "dfx/nn.h"
 #include "dfx/plugin.h"
+#include "plugins/common/checkpoint.h"
+#include "plugins/common/config.h"
 
 #define MAX_LEVELS 8
 #define MAX_LAYERS 8
@@ -56,7 +57,6 @@ typedef struct unet2d {
     bool random_weights;
 
     config cfg;
-    char *unet_dir;         /* folder holding config.json */
     char *scheduler_config; /* the pipeline folder's scheduler config, if any */
     int64_t temb_dim;
     dfx_conv2d conv_in, conv_out;
@@ -81,123 +81,22 @@ static const dfx_option unet2d_options[] = {
 
 /* ---- config.json ------------------------------------------------------ */
 
-static bool is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static bool is_file(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static char *join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s/%s", a, b);
-    return s;
-}
-
-typedef struct cfg_reader {
-    const char *path;
-    const dfx_json *root;
-} cfg_reader;
-
-static dfx_status field_error(const cfg_reader *r, const char *key, const char *msg)
-{
-    const dfx_json *v = dfx_json_get(r->root, key);
-    if (!v)
-        return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: field '%s' (absent, so diffusers' default): %s", r->path,
-                             key, msg);
-    return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s:%d:%d: field '%s': %s", r->path, dfx_json_line(v),
-                         dfx_json_column(v), key, msg);
-}
-
-/* An integer field (default when absent or null). */
-static dfx_status get_int(const cfg_reader *r, const char *key, int64_t def, int64_t lo, int64_t hi,
-                          int64_t *out)
-{
-    const dfx_json *v = dfx_json_get(r->root, key);
-    *out = def;
-    if (!v || dfx_json_type_of(v) == DFX_JSON_NULL)
-        return DFX_OK;
-    if (!dfx_json_int(v, out) || *out < lo || *out > hi) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "expected an integer in [%lld, %lld]", (long long)lo, (long long)hi);
-        return field_error(r, key, msg);
-    }
-    return DFX_OK;
-}
-
-static dfx_status get_bool(const cfg_reader *r, const char *key, bool def, bool *out)
-{
-    const dfx_json *v = dfx_json_get(r->root, key);
-    *out = def;
-    if (!v || dfx_json_type_of(v) == DFX_JSON_NULL)
-        return DFX_OK;
-    if (dfx_json_type_of(v) != DFX_JSON_BOOL)
-        return field_error(r, key, "expected true or false");
-    *out = dfx_json_bool(v);
-    return DFX_OK;
-}
-
-static dfx_status get_number(const cfg_reader *r, const char *key, double def, double *out)
-{
-    const dfx_json *v = dfx_json_get(r->root, key);
-    *out = def;
-    if (!v || dfx_json_type_of(v) == DFX_JSON_NULL)
-        return DFX_OK;
-    if (dfx_json_type_of(v) != DFX_JSON_NUMBER)
-        return field_error(r, key, "expected a number");
-    *out = dfx_json_number(v);
-    return DFX_OK;
-}
-
-/* A string field that must be one of `allowed` (NULL-terminated); absent or
- * null reads as def. */
-static dfx_status expect_string(const cfg_reader *r, const char *key, const char *def,
-                                const char *const *allowed, int *index)
-{
-    const dfx_json *v = dfx_json_get(r->root, key);
-    const char *s = def;
-    if (v && dfx_json_type_of(v) != DFX_JSON_NULL) {
-        if (dfx_json_type_of(v) != DFX_JSON_STRING)
-            return field_error(r, key, "expected a string");
-        s = dfx_json_string(v);
-    }
-    for (int i = 0; allowed[i]; i++) {
-        if (strcmp(s, allowed[i]) == 0) {
-            if (index)
-                *index = i;
-            return DFX_OK;
-        }
-    }
-    char msg[256];
-    snprintf(msg, sizeof msg, "'%s' is not supported by dfx's unet2d (it supports '%s'%s%s%s)", s, allowed[0],
-             allowed[1] ? ", '" : "", allowed[1] ? allowed[1] : "", allowed[1] ? "'" : "");
-    return field_error(r, key, msg);
-}
-
 /* Block types; absent means diffusers' default, attention on all but the
  * outermost of 4 levels ((Attn)DownBlock2D x 4 and the mirror image). */
-static dfx_status block_types(const cfg_reader *r, const char *key, const char *plain, const char *attn,
+static dfx_status block_types(const dfxp_config *r, const char *key, const char *plain, const char *attn,
                               int64_t n, bool *out)
 {
     const dfx_json *v = dfx_json_get(r->root, key);
     if (!v) {
         if (n != 4)
-            return field_error(r, key, "the default lists 4 blocks but block_out_channels has another length");
+            return dfxp_field_error(r, key, "the default lists 4 blocks but block_out_channels has another length");
         bool down = strcmp(plain, "DownBlock2D") == 0;
         for (int64_t i = 0; i < 4; i++)
             out[i] = down ? i > 0 : i < 3;
         return DFX_OK;
     }
     if (dfx_json_type_of(v) != DFX_JSON_ARRAY || dfx_json_size(v) != n)
-        return field_error(r, key, "expected a list with one block type per entry of block_out_channels");
+        return dfxp_field_error(r, key, "expected a list with one block type per entry of block_out_channels");
     for (int64_t i = 0; i < n; i++) {
         const char *s = dfx_json_string(dfx_json_at(v, i));
         if (s && strcmp(s, plain) == 0) {
@@ -208,27 +107,22 @@ static dfx_status block_types(const cfg_reader *r, const char *key, const char *
             char msg[256];
             snprintf(msg, sizeof msg, "block type '%s' is not supported (dfx's unet2d has %s and %s)",
                      s ? s : "?", plain, attn);
-            return field_error(r, key, msg);
+            return dfxp_field_error(r, key, msg);
         }
     }
     return DFX_OK;
 }
 
 /* Reads a UNet2DModel config.json (diffusers v0.27 fields and defaults). */
-static dfx_status read_config(const char *path, config *c)
+static dfx_status read_config(const char *path, const dfx_json *doc, config *c)
 {
-    dfx_json *doc;
-    dfx_status st = dfx_json_parse_file(path, &doc);
-    if (st)
-        return st;
-    cfg_reader r = {path, doc};
+    dfx_status st = DFX_OK;
+    dfxp_config r = {path, doc, "unet2d"};
     memset(c, 0, sizeof *c);
     const char *cls = dfx_json_string(dfx_json_get(doc, "_class_name"));
     if (dfx_json_type_of(doc) != DFX_JSON_OBJECT || !cls || strcmp(cls, "UNet2DModel") != 0) {
-        st = dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: _class_name is '%s', not UNet2DModel", path,
-                           cls ? cls : "(missing)");
-        dfx_json_destroy(doc);
-        return st;
+        return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: _class_name is '%s', not UNet2DModel", path,
+                             cls ? cls : "(missing)");
     }
     /* every field of UNet2DModel's config, each either honoured or refused */
     static const char *const known[] = {
@@ -238,16 +132,8 @@ static dfx_status read_config(const char *path, config *c)
         "downsample_padding", "downsample_type", "upsample_type", "dropout", "act_fn", "attention_head_dim",
         "norm_num_groups", "attn_norm_num_groups", "norm_eps", "resnet_time_scale_shift", "add_attention",
         "class_embed_type", "num_class_embeds", "num_train_timesteps", NULL};
-    for (int64_t i = 0; i < dfx_json_size(doc); i++) {
-        const char *k = dfx_json_key_at(doc, i);
-        bool ok = false;
-        for (int j = 0; known[j] && !ok; j++)
-            ok = strcmp(known[j], k) == 0;
-        if (!ok) {
-            st = field_error(&r, k, "unknown to dfx's unet2d, so its effect cannot be reproduced");
-            goto done;
-        }
-    }
+    if ((st = dfxp_check_known(&r, known)))
+        goto done;
     static const char *const positional[] = {"positional", NULL};
     static const char *const conv[] = {"conv", NULL};
     static const char *const silu[] = {"silu", "swish", NULL};
@@ -258,7 +144,7 @@ static dfx_status read_config(const char *path, config *c)
     if (ss && dfx_json_type_of(ss) == DFX_JSON_ARRAY && dfx_json_size(ss) == 2 &&
         dfx_json_int(dfx_json_at(ss, 0), &c->sample_h) && dfx_json_int(dfx_json_at(ss, 1), &c->sample_w)) {
         size = c->sample_h;
-    } else if ((st = get_int(&r, "sample_size", 0, 0, 1 << 16, &size))) {
+    } else if ((st = dfxp_get_int(&r, "sample_size", 0, 0, 1 << 16, &size))) {
         goto done;
     } else {
         c->sample_h = c->sample_w = size;
@@ -266,36 +152,36 @@ static dfx_status read_config(const char *path, config *c)
     const dfx_json *ch = dfx_json_get(doc, "block_out_channels");
     c->levels = dfx_json_size(ch);
     if (dfx_json_type_of(ch) != DFX_JSON_ARRAY || c->levels < 1 || c->levels > MAX_LEVELS) {
-        st = field_error(&r, "block_out_channels", "expected a list of 1 to 8 channel counts");
+        st = dfxp_field_error(&r, "block_out_channels", "expected a list of 1 to 8 channel counts");
         goto done;
     }
     for (int64_t i = 0; i < c->levels; i++) {
         if (!dfx_json_int(dfx_json_at(ch, i), &c->ch[i]) || c->ch[i] < 1 || c->ch[i] > 65536) {
-            st = field_error(&r, "block_out_channels", "expected positive channel counts");
+            st = dfxp_field_error(&r, "block_out_channels", "expected positive channel counts");
             goto done;
         }
     }
     int64_t head_dim;
-    if ((st = get_int(&r, "in_channels", 3, 1, 4096, &c->in_ch)) ||
-        (st = get_int(&r, "out_channels", 3, 1, 4096, &c->out_ch)) ||
-        (st = get_bool(&r, "center_input_sample", false, &c->center_input)) ||
-        (st = expect_string(&r, "time_embedding_type", "positional", positional, NULL)) ||
-        (st = get_number(&r, "freq_shift", 0, &c->freq_shift)) ||
-        (st = get_bool(&r, "flip_sin_to_cos", true, &c->flip_sin_to_cos)) ||
+    if ((st = dfxp_get_int(&r, "in_channels", 3, 1, 4096, &c->in_ch)) ||
+        (st = dfxp_get_int(&r, "out_channels", 3, 1, 4096, &c->out_ch)) ||
+        (st = dfxp_get_bool(&r, "center_input_sample", false, &c->center_input)) ||
+        (st = dfxp_get_choice(&r, "time_embedding_type", "positional", positional, NULL)) ||
+        (st = dfxp_get_number(&r, "freq_shift", 0, &c->freq_shift)) ||
+        (st = dfxp_get_bool(&r, "flip_sin_to_cos", true, &c->flip_sin_to_cos)) ||
         (st = block_types(&r, "down_block_types", "DownBlock2D", "AttnDownBlock2D", c->levels, c->down_attn)) ||
         (st = block_types(&r, "up_block_types", "UpBlock2D", "AttnUpBlock2D", c->levels, c->up_attn)) ||
-        (st = get_int(&r, "layers_per_block", 2, 1, MAX_LAYERS, &c->layers)) ||
-        (st = get_number(&r, "mid_block_scale_factor", 1, &c->mid_scale)) ||
-        (st = get_int(&r, "downsample_padding", 1, 0, 1, &c->downsample_padding)) ||
-        (st = expect_string(&r, "downsample_type", "conv", conv, NULL)) ||
-        (st = expect_string(&r, "upsample_type", "conv", conv, NULL)) ||
-        (st = expect_string(&r, "act_fn", "silu", silu, NULL)) ||
-        (st = get_int(&r, "attention_head_dim", 8, 1, 65536, &head_dim)) ||
-        (st = get_int(&r, "norm_num_groups", 32, 1, 65536, &c->groups)) ||
-        (st = get_int(&r, "attn_norm_num_groups", -1, 1, 65536, &c->attn_groups)) ||
-        (st = get_number(&r, "norm_eps", 1e-5, &c->eps)) ||
-        (st = expect_string(&r, "resnet_time_scale_shift", "default", shifts, &shift)) ||
-        (st = get_bool(&r, "add_attention", true, &c->add_attention)))
+        (st = dfxp_get_int(&r, "layers_per_block", 2, 1, MAX_LAYERS, &c->layers)) ||
+        (st = dfxp_get_number(&r, "mid_block_scale_factor", 1, &c->mid_scale)) ||
+        (st = dfxp_get_int(&r, "downsample_padding", 1, 0, 1, &c->downsample_padding)) ||
+        (st = dfxp_get_choice(&r, "downsample_type", "conv", conv, NULL)) ||
+        (st = dfxp_get_choice(&r, "upsample_type", "conv", conv, NULL)) ||
+        (st = dfxp_get_choice(&r, "act_fn", "silu", silu, NULL)) ||
+        (st = dfxp_get_int(&r, "attention_head_dim", 8, 1, 65536, &head_dim)) ||
+        (st = dfxp_get_int(&r, "norm_num_groups", 32, 1, 65536, &c->groups)) ||
+        (st = dfxp_get_int(&r, "attn_norm_num_groups", -1, 1, 65536, &c->attn_groups)) ||
+        (st = dfxp_get_number(&r, "norm_eps", 1e-5, &c->eps)) ||
+        (st = dfxp_get_choice(&r, "resnet_time_scale_shift", "default", shifts, &shift)) ||
+        (st = dfxp_get_bool(&r, "add_attention", true, &c->add_attention)))
         goto done;
     /* attention_head_dim: null means one head over all channels */
     const dfx_json *hd = dfx_json_get(doc, "attention_head_dim");
@@ -303,22 +189,21 @@ static dfx_status read_config(const char *path, config *c)
     c->scale_shift = shift == 1;
     const dfx_json *ce = dfx_json_get(doc, "class_embed_type"), *nc = dfx_json_get(doc, "num_class_embeds");
     if ((ce && dfx_json_type_of(ce) != DFX_JSON_NULL) || (nc && dfx_json_type_of(nc) != DFX_JSON_NULL)) {
-        st = field_error(&r, ce && dfx_json_type_of(ce) != DFX_JSON_NULL ? "class_embed_type" : "num_class_embeds",
+        st = dfxp_field_error(&r, ce && dfx_json_type_of(ce) != DFX_JSON_NULL ? "class_embed_type" : "num_class_embeds",
                          "class-conditional UNet2DModel is not supported yet");
         goto done;
     }
     for (int64_t i = 0; i < c->levels; i++) {
         if (c->ch[i] % c->groups) {
-            st = field_error(&r, "norm_num_groups", "does not divide every entry of block_out_channels");
+            st = dfxp_field_error(&r, "norm_num_groups", "does not divide every entry of block_out_channels");
             goto done;
         }
         if (c->head_dim && c->ch[i] % c->head_dim) {
-            st = field_error(&r, "attention_head_dim", "does not divide every entry of block_out_channels");
+            st = dfxp_field_error(&r, "attention_head_dim", "does not divide every entry of block_out_channels");
             goto done;
         }
     }
 done:
-    dfx_json_destroy(doc);
     return st;
 }
 
@@ -449,78 +334,21 @@ static void free_network(unet2d *u)
     dfx_group_norm_free(&u->norm_out);
 }
 
-/* Finds config.json and the weights: path is a pipeline folder
- * (model_index.json with unet/) or the unet folder itself. */
-static dfx_status locate(unet2d *u, char **weights)
-{
-    char *mi = join(u->path, "model_index.json");
-    if (!mi)
-        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-    bool pipeline_dir = is_file(mi);
-    free(mi);
-    if (!is_dir(u->path))
-        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no such folder (give a diffusers pipeline folder or its unet/)",
-                             u->path);
-    u->unet_dir = pipeline_dir ? join(u->path, "unet") : strdup(u->path);
-    if (pipeline_dir) {
-        /* absolute, so the pipeline reads it from wherever it runs */
-        char *rel = join(u->path, "scheduler/scheduler_config.json");
-        if (rel && is_file(rel))
-            u->scheduler_config = realpath(rel, NULL);
-        free(rel);
-    }
-    char file[512];
-    snprintf(file, sizeof file, "diffusion_pytorch_model%s%s.safetensors", u->variant ? "." : "",
-             u->variant ? u->variant : "");
-    *weights = u->unet_dir ? join(u->unet_dir, file) : NULL;
-    if (!*weights)
-        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-    if (!is_file(*weights)) {
-        char *idx = NULL;
-        size_t n = strlen(*weights) + 16;
-        if ((idx = malloc(n)))
-            snprintf(idx, n, "%s.index.json", *weights);
-        if (idx && is_file(idx)) {
-            free(*weights);
-            *weights = idx;
-            return DFX_OK;
-        }
-        free(idx);
-        char *bin = join(u->unet_dir, "diffusion_pytorch_model.bin");
-        bool has_bin = bin && is_file(bin);
-        free(bin);
-        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: not found%s", *weights,
-                             has_bin ? " (the folder has a PyTorch .bin: convert it to safetensors)" : "");
-    }
-    return DFX_OK;
-}
-
 static dfx_status unet2d_init(void *priv)
 {
+    static const dfxp_component_files files = {"unet", "diffusion_pytorch_model"};
     unet2d *u = priv;
-    char *weights = NULL, *cfg_path = NULL;
-    dfx_weights *w = NULL;
-    dfx_status st = locate(u, &weights);
-    if (st == DFX_ERR_NOT_FOUND && u->random_weights && u->unet_dir)
-        st = DFX_OK; /* no weights file needed */
-    if (!st && !(cfg_path = join(u->unet_dir, "config.json")))
-        st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-    if (!st)
-        st = read_config(cfg_path, &u->cfg);
-    if (!st)
-        st = u->random_weights ? dfx_weights_open_random(&w, 0) : dfx_weights_open(&w, weights);
-    if (!st && (st = load_network(u, w)))
+    dfxp_checkpoint ck;
+    dfx_status st = dfxp_checkpoint_open(&ck, u->path, &files, u->variant, u->random_weights);
+    if (st)
+        return st;
+    if (!(st = read_config(ck.config_path, ck.config, &u->cfg)) && (st = load_network(u, ck.weights)))
         free_network(u);
-    if (!st)
-        st = dfx_arena_create(&u->arena);
-    if (st) {
-        free(u->unet_dir);
-        free(u->scheduler_config);
-        u->unet_dir = u->scheduler_config = NULL;
+    if (!st && !(st = dfx_arena_create(&u->arena))) {
+        u->scheduler_config = ck.scheduler_config;
+        ck.scheduler_config = NULL;
     }
-    dfx_weights_close(w);
-    free(weights);
-    free(cfg_path);
+    dfxp_checkpoint_close(&ck);
     return st;
 }
 
@@ -529,7 +357,6 @@ static void unet2d_fini(void *priv)
     unet2d *u = priv;
     free_network(u);
     dfx_arena_destroy(u->arena);
-    free(u->unet_dir);
     free(u->scheduler_config);
 }
 

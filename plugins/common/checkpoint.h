@@ -1,0 +1,42 @@
+/* Where a network's weights and config come from (a static helper of the
+ * model plugins): a diffusers pipeline folder (model_index.json and one
+ * folder per component), a component folder itself, or a single-file
+ * checkpoint, always presented as diffusers tensor names and a diffusers
+ * (or transformers) config.json. */
+#ifndef DFX_PLUGINS_CHECKPOINT_H
+#define DFX_PLUGINS_CHECKPOINT_H
+
+#include <stdbool.h>
+
+#include "dfx/json.h"
+#include "dfx/nn.h"
+
+typedef struct dfxp_checkpoint {
+    dfx_weights *weights;     /* tensors under the component's diffusers names */
+    dfx_json *config;         /* the component's config document */
+    char *config_path;        /* names the config in messages */
+    char *dir;                /* the component folder (NULL for a single file) */
+    char *scheduler_config;   /* absolute path of the pipeline folder's
+                                 scheduler/scheduler_config.json, or NULL */
+} dfxp_checkpoint;
+
+/* What a component is called and how its weights file is named in a
+ * diffusers pipeline folder: {"unet", "diffusion_pytorch_model"},
+ * {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}. */
+typedef struct dfxp_component_files {
+    const char *folder;
+    const char *stem;
+} dfxp_component_files;
+
+/* Opens the component `files` of the checkpoint at `path`. A folder is a
+ * pipeline folder when it holds model_index.json (the component is
+ * files->folder under it), else the component folder itself; its weights
+ * are STEM[.VARIANT].safetensors, a sharded STEM[.VARIANT].safetensors
+ * .index.json, or STEM[.VARIANT].bin. With random_weights the weights are
+ * dfx_weights_open_random(seed 0) and only the config is read. Errors name
+ * what was looked for and where. */
+dfx_status dfxp_checkpoint_open(dfxp_checkpoint *ck, const char *path, const dfxp_component_files *files,
+                                const char *variant, bool random_weights);
+void dfxp_checkpoint_close(dfxp_checkpoint *ck);
+
+#endif
