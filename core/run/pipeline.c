@@ -596,10 +596,14 @@ static dfx_status apply_sampler_alias(dfx_pipeline *p, dfx_registry *reg)
         }
         sets[2].map = sched->type == DFX__NODE_MAP ? sched : NULL;
     }
+    /* where the new keys come from: the type's place (tn is replaced first) */
+    char origin[512];
+    snprintf(origin, sizeof origin, "%s", tn->origin);
+    const int line = tn->line, col = tn->col;
     for (int i = 0; i < 3; i++) {
         if (!sets[i].map || !sets[i].key || (i > 0 && dfx__node_get(sets[i].map, sets[i].key)))
             continue;
-        dfx__node *v = dfx__node_new_scalar(sets[i].value, false, tn->origin, tn->line, tn->col);
+        dfx__node *v = dfx__node_new_scalar(sets[i].value, false, origin, line, col);
         dfx_status st = v ? dfx__node_set(sets[i].map, sets[i].key, v) : dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
         if (st)
             return st;
