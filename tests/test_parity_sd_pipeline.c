@@ -463,6 +463,76 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* `dfx tokenize MODEL PROMPT` prints the ids transformers' CLIPTokenizer
+ * gives: every tokenizer case through the diffusers folder, one through
+ * the tokenizer folder itself, and for a single-file checkpoint OpenAI's
+ * vocabulary (ids from CLIP's reference BPE over
+ * bpe_simple_vocab_16e6.txt.gz, computed outside dfx). */
+static char *tokenize(const char *model, const char *prompt, int *rc)
+{
+    char *argv[] = {(char *)dfx_exe, "tokenize", (char *)model, (char *)prompt, NULL};
+    char *out = NULL, *err = NULL;
+    *rc = test_run(argv, &out, &err);
+    free(err);
+    return out;
+}
+
+static void expect_ids_line(const char *out, const dfx_json *ids, const char *what)
+{
+    char want[4096] = "ids:";
+    size_t n = strlen(want);
+    for (int64_t i = 0; i < dfx_json_size(ids); i++) {
+        int64_t v = 0;
+        ck_assert(dfx_json_int(dfx_json_at(ids, i), &v));
+        n += (size_t)snprintf(want + n, sizeof want - n, " %lld", (long long)v);
+    }
+    snprintf(want + n, sizeof want - n, "\n");
+    ck_assert_msg(out && strstr(out, want), "%s: '%s' lacks '%s'", what, out, want);
+}
+
+START_TEST(tokenize_cli)
+{
+    dfx_json *cases;
+    ck_assert(dfx_json_parse_file(test_fixture("sd_tiny_expected/tokenizer_cases.json"), &cases) == DFX_OK);
+    const dfx_json *list = dfx_json_get(cases, "cases");
+    char folder[4200], tokdir[4300], file[4300];
+    snprintf(folder, sizeof folder, "%s/sd_tiny", test_fixtures_dir());
+    snprintf(tokdir, sizeof tokdir, "%s/tokenizer", folder);
+    snprintf(file, sizeof file, "%s/sd_tiny_original/sd_tiny.safetensors", test_fixtures_dir());
+    int rc;
+    for (int64_t i = 0; i < dfx_json_size(list); i++) {
+        const dfx_json *c = dfx_json_at(list, i);
+        const char *prompt = dfx_json_string(dfx_json_get(c, "prompt"));
+        if (!*prompt || prompt[0] == '-')
+            continue; /* not expressible as one argument after the model */
+        const dfx_json *ids = dfx_json_get(c, "input_ids_untruncated");
+        char *out = tokenize(i ? folder : tokdir, prompt, &rc);
+        ck_assert_int_eq(rc, 0);
+        expect_ids_line(out, ids, prompt);
+        char count[128];
+        const int64_t used = dfx_json_size(ids) - 2;
+        int k = snprintf(count, sizeof count, "tokens: %lld of 75 (+ start and end)", (long long)used);
+        if (used > 75)
+            snprintf(count + k, sizeof count - (size_t)k, ": the last %lld are dropped", (long long)(used - 75));
+        ck_assert_msg(strstr(out, count), "'%s' lacks '%s'", out, count);
+        free(out);
+    }
+    dfx_json_destroy(cases);
+    char *out = tokenize(file, "a photo of an astronaut riding a horse on mars", &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "ids: 49406 320 1125 539 550 18376 6765 320 4558 525 7496 49407\n"));
+    free(out);
+    out = tokenize(file, "a lighthouse at dawn, oil painting", &rc);
+    ck_assert_ptr_nonnull(strstr(out, "ids: 49406 320 13717 536 7689 267 2870 3086 49407\n"));
+    free(out);
+    char *argv[] = {(char *)dfx_exe, "tokenize", "/nonexistent/model", "a", NULL};
+    char *err = NULL;
+    ck_assert_int_ne(test_run(argv, NULL, &err), 0);
+    ck_assert_msg(err && strstr(err, "/nonexistent/model"), "%s", err);
+    free(err);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -490,6 +560,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, txt2img_yaml);
     tcase_add_test(tc, png_outputs);
     tcase_add_test(tc, bad_input);
+    tcase_add_test(tc, tokenize_cli);
     suite_add_tcase(s, tc);
     int rc = test_run_suite(s);
     char rm[4200];

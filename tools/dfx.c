@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dfx/dfx.h"
@@ -31,6 +32,9 @@ static const char usage_text[] =
     "                      metadata, or a torch .ckpt/.pt/.pth/.bin, read without running its pickle)\n"
     "  schedule CONFIG [--steps N] [--dump FILE.safetensors] [--set key.path=value]...\n"
     "                      print the noise schedule of a diffusers scheduler_config.json or a pipeline\n"
+    "  tokenize MODEL PROMPT [--no-ftfy]\n"
+    "                      print a prompt's CLIP token ids and count (MODEL: a checkpoint file, a diffusers\n"
+    "                      folder or a tokenizer folder with vocab.json and merges.txt)\n"
     "  version             print the version\n"
     "\n"
     "Plugins are searched in --plugin-dir folders, $DFX_PLUGIN_PATH, ./plugins and the built-in folder.\n";
@@ -464,6 +468,81 @@ static int cmd_schedule(int argc, char **argv)
     return rc;
 }
 
+static bool is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* The tokenizer a MODEL argument stands for: a tokenizer folder, a
+ * diffusers folder's tokenizer/, or for a checkpoint file OpenAI's CLIP
+ * vocabulary that single files were trained with (padded with "!" when the
+ * file's text encoder is SD 2.x's OpenCLIP). */
+static dfx_status open_model_tokenizer(const char *model, dfx_clip_tokenizer **tok)
+{
+    char path[4200];
+    if (is_dir(model)) {
+        snprintf(path, sizeof path, "%s/vocab.json", model);
+        if (access(path, F_OK) == 0)
+            return dfx_clip_tokenizer_open(tok, model);
+        snprintf(path, sizeof path, "%s/tokenizer", model);
+        if (is_dir(path))
+            return dfx_clip_tokenizer_open(tok, path);
+        return dfx_error_set(DFX_ERR_NOT_FOUND,
+                             "%s: no tokenizer: expected vocab.json and merges.txt in it or in its tokenizer/ "
+                             "folder (a diffusers pipeline folder)", model);
+    }
+    dfx_weights *w;
+    dfx_status st = dfx_weights_open(&w, model);
+    if (st)
+        return st;
+    bool openclip = false;
+    for (int64_t i = 0; i < dfx_weights_count(w) && !openclip; i++)
+        openclip = strncmp(dfx_weights_name(w, i), "cond_stage_model.model.", 23) == 0;
+    dfx_weights_close(w);
+    return dfx_clip_tokenizer_open_default(tok, openclip);
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    bool ftfy = true;
+    const char *args[2];
+    int nargs = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-ftfy"))
+            ftfy = false;
+        else if (nargs < 2)
+            args[nargs++] = argv[i];
+        else
+            die_usage("tokenize: unexpected argument '%s'", argv[i]);
+    }
+    if (nargs != 2)
+        die_usage("%s", "tokenize needs MODEL and PROMPT (e.g. dfx tokenize model.safetensors \"a photo\")");
+    dfx_clip_tokenizer *tok;
+    dfx_status st = open_model_tokenizer(args[0], &tok);
+    if (st)
+        return fail(st);
+    int64_t *ids = NULL, n = 0;
+    if ((st = dfx_clip_tokenizer_encode(tok, args[1], ftfy, &ids, &n))) {
+        dfx_clip_tokenizer_close(tok);
+        return fail(st);
+    }
+    const int64_t fit = dfx_clip_tokenizer_max_length(tok) - 2, used = n - 2;
+    printf("tokens: %lld of %lld (+ start and end)", (long long)used, (long long)fit);
+    if (used > fit)
+        printf(": the last %lld are dropped", (long long)(used - fit));
+    printf("\nids:");
+    for (int64_t i = 0; i < n; i++)
+        printf(" %lld", (long long)ids[i]);
+    printf("\nbpe:");
+    for (int64_t i = 0; i < n; i++)
+        printf(" %s", dfx_clip_tokenizer_token(tok, ids[i]));
+    printf("\n");
+    free(ids);
+    dfx_clip_tokenizer_close(tok);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -491,6 +570,8 @@ int main(int argc, char **argv)
         return cmd_inspect(sub_argc, sub_argv);
     if (!strcmp(cmd, "schedule"))
         return cmd_schedule(sub_argc, sub_argv);
+    if (!strcmp(cmd, "tokenize"))
+        return cmd_tokenize(sub_argc, sub_argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("dfx %s (plugin ABI %u, BLAS %s)\n", DFX_VERSION, DFX_ABI_VERSION, dfx_ops_blas_core());
         return 0;
