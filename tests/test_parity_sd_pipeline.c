@@ -13,7 +13,8 @@
  *    max|ref|, image 1e-3);
  *  - pipelines/sd_txt2img.yaml and sd_img2img.yaml as shipped: the same
  *    image as diffusers when pointed at the tiny model and a run's
- *    scheduler, the PNG's size and A1111 parameters, and bad sizes and a
+ *    scheduler (img2img: a reference made by diffusers' img2img pipeline,
+ *    tests/data/sd_img2img), the PNG's size and A1111 parameters, and bad sizes and a
  *    missing checkpoint refused with their messages.
  *
  * usage: test_parity_sd_pipeline DFX_EXECUTABLE SOURCE_ROOT */
@@ -389,6 +390,69 @@ START_TEST(txt2img_yaml)
 }
 END_TEST
 
+/* pipelines/sd_img2img.yaml against StableDiffusionImg2ImgPipeline: the
+ * reference in tests/data/sd_img2img comes from diffusers itself
+ * (tools/gen_sd_img2img_ref.py): DDIM, 10 steps, strength 0.6, so the last
+ * 6 steps run from the VAE's sample of the input (drawn from the seeded
+ * generator, then the noise) — the schedule slice, the encoder and the
+ * draw order all show in the numbers. */
+START_TEST(img2img_yaml)
+{
+    const run_case *r = NULL;
+    for (int i = 0; i < nruns && !r; i++)
+        if (strcmp(runs[i].model, "sd_tiny") == 0 && strstr(runs[i].scheduler, "/ddim/"))
+            r = &runs[i];
+    ck_assert_msg(r != NULL, "no sd_tiny DDIM run");
+    char *tmp = test_tmpdir();
+    char pipe[4300], model[4300], sched[4400], init[4400], out[4300], prompt[700], ref[4300];
+    snprintf(pipe, sizeof pipe, "%s/pipelines/sd_img2img.yaml", source_root);
+    snprintf(model, sizeof model, "model.path=%s/%s", test_fixtures_dir(), r->model);
+    snprintf(sched, sizeof sched, "scheduler.config=%s", r->scheduler);
+    snprintf(init, sizeof init, "init.image=%s/tests/data/sd_img2img/init.png", source_root);
+    snprintf(out, sizeof out, "output.path=%s/out.safetensors", tmp);
+    snprintf(prompt, sizeof prompt, "conditioner.prompt=\"%s\"", r->prompt);
+    const char *sets[] = {model, sched, "sampler.type=ddim", init, "init.strength=0.6", "scheduler.steps=10", out,
+                          prompt, NULL};
+    char trace[4300];
+    snprintf(trace, sizeof trace, "%s/trace.safetensors", tmp);
+    char *err = NULL;
+    int rc = run_dfx(pipe, sets, trace, &err);
+    ck_assert_msg(rc == 0, "sd_img2img.yaml: dfx exited %d: %s", rc, err);
+    free(err);
+    snprintf(ref, sizeof ref, "%s/tests/data/sd_img2img/img2img_ddim.safetensors", source_root);
+    dfx_safetensors *want_st, *got_st, *tr;
+    ck_assert(dfx_safetensors_open(ref, &want_st) == DFX_OK);
+    snprintf(out, sizeof out, "%s/out.safetensors", tmp);
+    ck_assert(dfx_safetensors_open(out, &got_st) == DFX_OK);
+    ck_assert(dfx_safetensors_open(trace, &tr) == DFX_OK);
+    dfx_tensor *ts_got, *ts_want;
+    ck_assert(dfx_safetensors_read(tr, "timesteps", DFX_DTYPE_F64, &ts_got) == DFX_OK);
+    ck_assert(dfx_safetensors_read(want_st, "timesteps", DFX_DTYPE_F64, &ts_want) == DFX_OK);
+    ck_assert_int_eq(ts_got->shape[0], ts_want->shape[0]);
+    for (int64_t i = 0; i < ts_want->shape[0]; i++)
+        ck_assert_double_eq(((double *)ts_got->data)[i], ((double *)ts_want->data)[i]);
+    dfx_tensor *steps_got = read_t(tr, "samples"), *steps_want = read_t(want_st, "per_step_latents");
+    const double traj = test_max_abs_diff(steps_got->data, steps_want->data, dfx_tensor_numel(steps_want));
+    dfx_tensor *got = read_t(got_st, "image"), *want = read_t(want_st, "image_np_nhwc");
+    ck_assert(dfx_tensor_same_shape(got, want));
+    const double img = test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want));
+    ck_assert_msg(traj <= 1e-3 && img <= 1e-3, "img2img: trajectory off by %.3g, image by %.3g", traj, img);
+    printf("  img2img        sd_img2img.yaml strength 0.6: %lld steps, trajectory %.2e, image %.2e\n",
+           (long long)ts_want->shape[0], traj, img);
+    dfx_tensor_destroy(ts_got);
+    dfx_tensor_destroy(ts_want);
+    dfx_tensor_destroy(steps_got);
+    dfx_tensor_destroy(steps_want);
+    dfx_tensor_destroy(got);
+    dfx_tensor_destroy(want);
+    dfx_safetensors_close(want_st);
+    dfx_safetensors_close(got_st);
+    dfx_safetensors_close(tr);
+    test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 /* The shipped pipelines write PNGs with their settings; img2img keeps the
  * input's size and says its strength. */
 START_TEST(png_outputs)
@@ -558,6 +622,7 @@ int main(int argc, char **argv)
     tcase_add_loop_test(tc, teacher_forced, 0, nruns);
     tcase_add_loop_test(tc, free_running, 0, nruns);
     tcase_add_test(tc, txt2img_yaml);
+    tcase_add_test(tc, img2img_yaml);
     tcase_add_test(tc, png_outputs);
     tcase_add_test(tc, bad_input);
     tcase_add_test(tc, tokenize_cli);
