@@ -28,7 +28,9 @@ dfx_status dfx__clip_clean_text(const uint32_t *s, size_t n, bool ftfy, dfx__ust
         }
         size_t b, e;
         dfx__unicode_strip(clean.c, clean.n, &b, &e);
-        dfx__unicode_lower(clean.c + b, e - b, out);
+        /* an empty text has no buffer at all */
+        if (e > b)
+            dfx__unicode_lower(clean.c + b, e - b, out);
         if (fixed.oom || clean.oom)
             out->oom = true;
         st = dfx__ustr_status(out);
