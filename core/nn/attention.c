@@ -3,12 +3,25 @@
  * token-major projections), exp(S - rowmax) in one pass while S is in
  * cache, O_blk = P V (sgemm written straight into the output's columns of
  * that head), then O_blk divided by the row sums, which touches dh values a
- * row instead of the nk of P. Several heads (and batch items) share one
- * block when a block of one head is small, so that the threaded softmax runs
- * once per SCORE_BUDGET bytes of scores, however the problem is shaped. The
- * scores held at once stay under SCORE_BUDGET: 4096-token self-attention
- * never materialises heads x 4096 x 4096 floats as diffusers' AttnProcessor
- * does. */
+ * row instead of the nk of P.
+ *
+ * When the layers may thread (see parallel.c), the blocks are independent
+ * tasks on the OpenMP threads, each a single-threaded sgemm, softmax and
+ * sgemm on that thread's own scores (OpenBLAS's OpenMP build runs one
+ * thread inside a parallel region): with dh = 40..80 the products are too
+ * thin for OpenBLAS's threads to share one without handshakes that cost
+ * more than the work, and a thread that falls behind simply takes fewer
+ * blocks. Otherwise the blocks run one after the other on OpenBLAS's
+ * threads, several heads (and batch items) sharing one block when a block
+ * of one head is small, so that the softmax runs once per SCORE_BUDGET
+ * bytes of scores, however the problem is shaped. Each block of scores
+ * stays under SCORE_BUDGET: 4096-token self-attention never materialises
+ * heads x 4096 x 4096 floats as diffusers' AttnProcessor does, only one
+ * block of one head per thread. */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "core/nn/internal.h"
 #include "dfx/nn.h"
 #include "dfx/ops.h"
@@ -67,6 +80,69 @@ DFX__NN_AVX2 static float exp_row_avx2(float *x, int64_t n)
 }
 #endif
 
+static void exp_rows(float *s, int64_t nk, int64_t m, float *sums)
+{
+#ifdef DFX__NN_HAVE_AVX2
+    if (dfx__nn_use_avx2()) {
+        for (int64_t r = 0; r < m; r++)
+            sums[r] = exp_row_avx2(s + r * nk, nk);
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < m; r++)
+        sums[r] = exp_row(s + r * nk, nk);
+}
+
+/* o [m, dh] (row stride ldo) = softmax(scale q k^T) v for one block of m
+ * query rows of one head, with s [m, nk] and sums [m] as scratch */
+static void attend_block(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
+                         int64_t ldv, int64_t m, int64_t nk, int64_t dh, float scale, float *o,
+                         int64_t ldo, float *s, float *sums)
+{
+    dfx_ops_matmul(false, true, m, nk, dh, scale, q, ldq, k, ldk, 0.0f, s, nk);
+    exp_rows(s, nk, m, sums);
+    dfx_ops_matmul(false, false, m, dh, nk, 1.0f, s, nk, v, ldv, 0.0f, o, ldo);
+    for (int64_t r = 0; r < m; r++) {
+        const float inv = 1.0f / sums[r];
+        for (int64_t d = 0; d < dh; d++)
+            o[r * ldo + d] *= inv;
+    }
+}
+
+/* Every (item, head, block of `rows` queries) as a task of the OpenMP
+ * threads, each with its own scores. */
+static dfx_status attention_tasks(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                                  const float *v, int64_t ldv, int64_t heads, int64_t units,
+                                  int64_t nq, int64_t nk, int64_t dh, float scale, float *out,
+                                  int64_t ldo, int64_t rows, int nthreads, dfx_arena *a)
+{
+    const size_t mark = dfx_arena_mark(a);
+    const size_t per = (size_t)rows * (size_t)nk;
+    float *s = dfx_arena_alloc(a, (size_t)nthreads * per);
+    float *sums = s ? dfx_arena_alloc(a, (size_t)nthreads * (size_t)rows) : NULL;
+    if (!sums) {
+        dfx_arena_release(a, mark);
+        return DFX_ERR_NO_MEMORY;
+    }
+    const int64_t blocks = (nq + rows - 1) / rows, tasks = units * blocks;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t t = 0; t < tasks; t++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const int64_t unit = t / blocks, q0 = t % blocks * rows;
+        const int64_t bi = unit / heads, h = unit % heads;
+        const int64_t m = nq - q0 < rows ? nq - q0 : rows;
+        attend_block(q + (bi * nq + q0) * ldq + h * dh, ldq, k + bi * nk * ldk + h * dh, ldk,
+                     v + bi * nk * ldv + h * dh, ldv, m, nk, dh, scale,
+                     out + (bi * nq + q0) * ldo + h * dh, ldo, s + (size_t)tid * per,
+                     sums + (size_t)tid * (size_t)rows);
+    }
+    dfx_arena_release(a, mark);
+    return DFX_OK;
+}
+
 dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
                             int64_t ldv, int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh,
                             float scale, float *out, int64_t ldo, dfx_arena *a)
@@ -92,6 +168,12 @@ dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t
     const int64_t blocks = (nq + rows - 1) / rows;
     rows = (nq + blocks - 1) / blocks;
     const int64_t units = b * heads;
+#ifdef _OPENMP
+    const int nthreads = omp_get_max_threads();
+    if (nthreads > 1 && units * blocks > 1 && DFX__NN_PAR(units * nq * nk))
+        return attention_tasks(q, ldq, k, ldk, v, ldv, heads, units, nq, nk, dh, scale, out, ldo,
+                               rows, nthreads < units * blocks ? nthreads : (int)(units * blocks), a);
+#endif
     int64_t group = (int64_t)(SCORE_BUDGET / (row_bytes * (size_t)rows));
     group = group < 1 ? 1 : (group > units ? units : group);
     const size_t mark = dfx_arena_mark(a);

@@ -17,6 +17,15 @@
 /* Unused tensors named in check_used's message; the count covers the rest. */
 #define UNUSED_SHOWN 5
 
+/* A name the model asks for that stands for rows [row0, row0 + view's
+ * first dimension) of a stored tensor. */
+typedef struct alias {
+    char *name;
+    int64_t idx;          /* the stored tensor */
+    dfx_tensor view;      /* its data, sliced to the rows */
+    bool used;
+} alias;
+
 /* Whichever reader opened the file fills the same table: names and views
  * in file order, which is all the rest of this file reads. */
 struct dfx_weights {
@@ -28,6 +37,12 @@ struct dfx_weights {
     dfx_tensor *views;       /* views[i]: names[i]'s data as stored (maybe unaligned) */
     int64_t *by_name;   /* tensor indices sorted by name */
     uint8_t *used;      /* bitmap over tensor indices */
+    /* Aliases (dfx_weights_alias): once there is one, they are the only
+     * names the set answers to, sorted by name. */
+    alias *aliases;
+    int64_t n_aliases, cap_aliases;
+    dfx_weights_namer namer;     /* spells a name that has no alias, for messages */
+    void *namer_ctx;             /* owned: a copy of what dfx_weights_set_namer got */
 };
 
 /* qsort takes no context argument in C11: the names being sorted are passed
@@ -162,6 +177,10 @@ void dfx_weights_close(dfx_weights *w)
     free(w->views);
     free(w->by_name);
     free(w->used);
+    for (int64_t i = 0; i < w->n_aliases; i++)
+        free(w->aliases[i].name);
+    free(w->aliases);
+    free(w->namer_ctx);
     free(w);
 }
 
@@ -188,11 +207,6 @@ static int64_t find(const dfx_weights *w, const char *name)
     return -1;
 }
 
-bool dfx_weights_has(const dfx_weights *w, const char *name)
-{
-    return w && name && (w->rng || find(w, name) >= 0);
-}
-
 static bool shape_equal(int na, const int64_t *a, int nb, const int64_t *b)
 {
     if (na != nb)
@@ -203,10 +217,159 @@ static bool shape_equal(int na, const int64_t *a, int nb, const int64_t *b)
     return true;
 }
 
+/* a's shape is b's with trailing size-1 dimensions added (a [C, C, 1, 1]
+ * convolution kernel for a [C, C] linear weight). */
+static bool shape_squeezes_to(int na, const int64_t *a, int nb, const int64_t *b)
+{
+    if (na <= nb)
+        return false;
+    for (int i = nb; i < na; i++)
+        if (a[i] != 1)
+            return false;
+    return shape_equal(nb, a, nb, b);
+}
+
 static void shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
 {
     dfx_tensor t = dfx_tensor_view(DFX_DTYPE_F32, ndim, shape, NULL);
     dfx_tensor_shape_str(&t, buf, size);
+}
+
+/* Position of the alias called name, or where it would be inserted (then
+ * *found is false). */
+static int64_t find_alias(const dfx_weights *w, const char *name, bool *found)
+{
+    int64_t lo = 0, hi = w->n_aliases;
+    *found = false;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(w->aliases[mid].name, name);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The tensor the model calls name: its data, and in *slot where its use
+ * is recorded (an alias when the set has aliases, else a stored tensor). */
+static bool lookup(const dfx_weights *w, const char *name, dfx_tensor *view, int64_t *slot)
+{
+    if (w->n_aliases) {
+        bool found;
+        int64_t a = find_alias(w, name, &found);
+        if (!found)
+            return false;
+        *view = w->aliases[a].view;
+        *slot = a;
+        return true;
+    }
+    int64_t i = find(w, name);
+    if (i < 0)
+        return false;
+    *view = w->views[i];
+    *slot = i;
+    return true;
+}
+
+static void mark_used(dfx_weights *w, int64_t slot)
+{
+    if (w->n_aliases)
+        w->aliases[slot].used = true;
+    else
+        w->used[slot / 8] |= (uint8_t)(1u << (slot % 8));
+}
+
+/* How the file spells what slot holds: the stored name, with the rows of
+ * an alias's slice ("NAME[32:64]"). */
+static void stored_desc(const dfx_weights *w, int64_t slot, char *buf, size_t size)
+{
+    if (!w->n_aliases) {
+        snprintf(buf, size, "%s", w->names[slot]);
+        return;
+    }
+    const alias *a = &w->aliases[slot];
+    const dfx_tensor *whole = &w->views[a->idx];
+    if (a->view.ndim > 0 && whole->shape[0] != a->view.shape[0]) {
+        size_t row = whole->shape[0] ? dfx_tensor_nbytes(whole) / (size_t)whole->shape[0] : 0;
+        long long r0 = row ? (long long)(((const char *)a->view.data - (const char *)whole->data) / (ptrdiff_t)row)
+                           : 0;
+        snprintf(buf, size, "%s[%lld:%lld]", w->names[a->idx], r0, r0 + (long long)a->view.shape[0]);
+    } else {
+        snprintf(buf, size, "%s", w->names[a->idx]);
+    }
+}
+
+bool dfx_weights_has(const dfx_weights *w, const char *name)
+{
+    dfx_tensor v;
+    int64_t slot;
+    return w && name && (w->rng || lookup(w, name, &v, &slot));
+}
+
+dfx_status dfx_weights_alias(dfx_weights *w, const char *name, const char *stored, int64_t row0, int64_t rows)
+{
+    if (!w || !name || !stored || row0 < 0 || rows < 0)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_alias: invalid argument");
+    if (w->rng)
+        return DFX_OK;
+    const char *path = dfx_weights_path(w);
+    int64_t idx = find(w, stored);
+    if (idx < 0)
+        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: tensor '%s' is missing", path, stored);
+    dfx_tensor v = w->views[idx];
+    if (rows > 0) {
+        if (v.ndim < 1 || row0 + rows > v.shape[0]) {
+            char have[256];
+            shape_str(v.ndim, v.shape, have, sizeof have);
+            return dfx_error_set(DFX_ERR_FORMAT, "%s: tensor '%s' has shape %s, so no rows %lld:%lld", path,
+                                 stored, have, (long long)row0, (long long)(row0 + rows));
+        }
+        size_t row = dfx_tensor_nbytes(&v) / (size_t)v.shape[0];
+        v.data = (char *)v.data + (size_t)row0 * row;
+        v.shape[0] = rows;
+    }
+    bool found;
+    int64_t at = find_alias(w, name, &found);
+    if (found)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "%s: tensor name '%s' given two sources ('%s' and '%s')",
+                             path, name, w->names[w->aliases[at].idx], stored);
+    if (w->n_aliases == w->cap_aliases) {
+        int64_t cap = w->cap_aliases ? 2 * w->cap_aliases : 256;
+        alias *grown = realloc(w->aliases, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+        w->aliases = grown;
+        w->cap_aliases = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+    memmove(w->aliases + at + 1, w->aliases + at, (size_t)(w->n_aliases - at) * sizeof *w->aliases);
+    w->aliases[at] = (alias){copy, idx, v, false};
+    w->n_aliases++;
+    return DFX_OK;
+}
+
+dfx_status dfx_weights_set_namer(dfx_weights *w, dfx_weights_namer namer, const void *ctx, size_t ctx_size)
+{
+    if (!w || (ctx_size && !ctx))
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_set_namer: invalid argument");
+    void *copy = NULL;
+    if (namer && ctx_size) {
+        if (!(copy = malloc(ctx_size)))
+            return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        memcpy(copy, ctx, ctx_size);
+    }
+    free(w->namer_ctx);
+    w->namer = namer;
+    w->namer_ctx = copy;
+    return DFX_OK;
 }
 
 /* Converts the mapped (possibly unaligned) data of v into dst. The 16-bit
@@ -274,12 +437,15 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
         return load_random(w, names[0], ndim, shape, out);
     const char *path = dfx_weights_path(w);
     int64_t idx = -1;
-    const char *name = NULL;
-    for (int i = 0; names[i] && idx < 0; i++) {
-        idx = find(w, names[i]);
-        name = names[i];
-    }
-    if (idx < 0) {
+    dfx_tensor v;
+    bool found = false;
+    for (int i = 0; names[i] && !found; i++)
+        found = lookup(w, names[i], &v, &idx);
+    if (!found) {
+        char spelled[512];
+        if (w->n_aliases && w->namer && w->namer(w->namer_ctx, names[0], spelled, sizeof spelled))
+            return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: tensor '%s' is missing (what the model calls '%s')",
+                                 path, spelled, names[0]);
         /* the first name is the one the current layout uses; legacy
          * spellings that were also tried follow in parentheses */
         char also[512] = "";
@@ -292,9 +458,14 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
         return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: tensor '%s' is missing%s", path, names[0],
                              also);
     }
-    const dfx_tensor v = w->views[idx];
+    char name[512];
+    stored_desc(w, idx, name, sizeof name);
+    /* an aliased set stands for another layout, whose kernels may carry
+     * trailing size-1 dimensions the model's do not */
     if (!shape_equal(v.ndim, v.shape, ndim, shape) &&
-        !(alt_ndim > 0 && shape_equal(v.ndim, v.shape, alt_ndim, alt_shape))) {
+        !(alt_ndim > 0 && shape_equal(v.ndim, v.shape, alt_ndim, alt_shape)) &&
+        !(w->n_aliases && (shape_squeezes_to(v.ndim, v.shape, ndim, shape) ||
+                           (alt_ndim > 0 && shape_squeezes_to(v.ndim, v.shape, alt_ndim, alt_shape))))) {
         char have[256], want[256];
         shape_str(v.ndim, v.shape, have, sizeof have);
         shape_str(ndim, shape, want, sizeof want);
@@ -311,7 +482,7 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
         free(data);
         return st;
     }
-    w->used[idx / 8] |= (uint8_t)(1u << (idx % 8));
+    mark_used(w, idx);
     *out = data;
     return DFX_OK;
 }
@@ -341,13 +512,19 @@ dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix)
     char list[1024] = "";
     size_t len = 0;
     int64_t unused = 0;
-    for (int64_t i = 0; i < w->count; i++) {
-        const char *name = w->names[i];
-        if (strncmp(name, prefix, plen) != 0 || (w->used[i / 8] >> (i % 8)) & 1u)
+    /* an aliased set reports the aliases never loaded, by their stored
+     * names (tensors without an alias belong to no model of this set) */
+    const int64_t n = w->n_aliases ? w->n_aliases : w->count;
+    for (int64_t i = 0; i < n; i++) {
+        const char *name = w->n_aliases ? w->aliases[i].name : w->names[i];
+        bool used = w->n_aliases ? w->aliases[i].used : (w->used[i / 8] >> (i % 8)) & 1u;
+        if (strncmp(name, prefix, plen) != 0 || used)
             continue;
+        char stored[512];
+        stored_desc(w, i, stored, sizeof stored);
         if (unused < UNUSED_SHOWN && len < sizeof list)
             len += (size_t)snprintf(list + len, sizeof list - len, "%s'%s'", unused ? ", " : "",
-                                    name);
+                                    stored);
         unused++;
     }
     if (!unused)
@@ -384,12 +561,11 @@ dfx_status dfx_weights_view(const dfx_weights *w, const char *name, dfx_tensor *
 {
     if (!w || !name || !out)
         return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_weights_view: NULL argument");
-    int64_t idx = w->rng ? -1 : find(w, name);
-    if (idx < 0) {
+    int64_t slot;
+    if (w->rng || !lookup(w, name, out, &slot)) {
         memset(out, 0, sizeof *out);
         return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no tensor named '%s'", dfx_weights_path(w),
                              name);
     }
-    *out = w->views[idx];
     return DFX_OK;
 }

@@ -78,6 +78,33 @@ DFX_API dfx_status dfx_weights_load_any(dfx_weights *w, const char *const *names
  * for this configuration. */
 DFX_API dfx_status dfx_weights_check_used(const dfx_weights *w, const char *prefix);
 
+/* Makes `name` stand for the stored tensor `stored`, or with rows > 0 for
+ * rows [row0, row0 + rows) of its first dimension (a slice of a fused
+ * q,k,v projection): a checkpoint in another layout (an original Stable
+ * Diffusion single file) presented under the names a model loads. Once a
+ * set has an alias, aliases are the only names it answers to (has, load,
+ * load_any, view; count and name still list the stored tensors), a load
+ * also accepts a stored shape that is the expected one with trailing
+ * size-1 dimensions added (a [C, C, 1, 1] kernel for a [C, C] weight),
+ * and check_used reports the aliases never loaded, by their stored names.
+ * Errors: DFX_ERR_NOT_FOUND "FILE: tensor 'STORED' is missing",
+ * DFX_ERR_FORMAT when the rows do not exist, DFX_ERR_INVALID_ARG when
+ * `name` already has a source. A no-op for a random source. */
+DFX_API dfx_status dfx_weights_alias(dfx_weights *w, const char *name, const char *stored,
+                                     int64_t row0, int64_t rows);
+
+/* Writes into buf (size bytes) how the file would spell the tensor the
+ * model calls `name`; false when the layout has no such tensor. */
+typedef bool (*dfx_weights_namer)(const void *ctx, const char *name, char *buf, size_t size);
+
+/* For an aliased set: a load of a name without alias then fails with
+ * "FILE: tensor 'SPELLED' is missing (what the model calls 'NAME')", so
+ * the message names what the user's file lacks. The set keeps a copy of
+ * ctx[0..ctx_size) for the namer (plain data: no pointers it must free).
+ * namer NULL removes it. */
+DFX_API dfx_status dfx_weights_set_namer(dfx_weights *w, dfx_weights_namer namer,
+                                         const void *ctx, size_t ctx_size);
+
 /* What the set holds, for listings (`dfx inspect`): its tensors in file
  * order (0 and NULL for a random source or an index out of range), and the
  * format: "safetensors", "torch zip", "torch legacy" or "random". */

@@ -183,10 +183,16 @@ static dfx_status load_network(clip_encoder *e, dfx_weights *w)
 
 dfx_status clip_encoder_open(clip_encoder *e, const char *path, const char *variant, bool random_weights)
 {
+    return clip_encoder_open_config(e, path, NULL, variant, random_weights);
+}
+
+dfx_status clip_encoder_open_config(clip_encoder *e, const char *path, const char *config, const char *variant,
+                                    bool random_weights)
+{
     static const dfxp_component_files files = {"text_encoder", "model"};
     memset(e, 0, sizeof *e);
     dfxp_checkpoint ck;
-    dfx_status st = dfxp_checkpoint_open(&ck, path, &files, variant, random_weights);
+    dfx_status st = dfxp_checkpoint_open_config(&ck, path, config, &files, variant, random_weights);
     if (st)
         return st;
     if (!(st = clip_config_read(ck.config_path, ck.config, &e->cfg)) && !(st = load_network(e, ck.weights)))

@@ -52,6 +52,11 @@ dfx_status clip_config_read(const char *path, const dfx_json *doc, clip_config *
  * carry is accepted and ignored, as transformers 4.38 does). On failure e
  * is left empty. */
 dfx_status clip_encoder_open(clip_encoder *e, const char *path, const char *variant, bool random_weights);
+/* As clip_encoder_open; `path` may also be an original single-file Stable
+ * Diffusion checkpoint, described by `config` (see
+ * dfxp_checkpoint_open_config; NULL: none given). */
+dfx_status clip_encoder_open_config(clip_encoder *e, const char *path, const char *config, const char *variant,
+                                    bool random_weights);
 void clip_encoder_close(clip_encoder *e);
 
 /* out [n, len, hidden] = the hidden states after the first `layers` layers

@@ -18,6 +18,7 @@ typedef struct clip_text {
     char *negative_prompt;
     int64_t clip_skip;
     char *path;
+    char *config;
     char *tokenizer;
     char *variant;
     bool ftfy;
@@ -40,6 +41,9 @@ static const dfx_option clip_text_options[] = {
     DFX_OPTION_PATH("path", offsetof(clip_text, path),
                     "a diffusers pipeline folder (model_index.json and text_encoder/) or a text_encoder folder "
                     "(config.json and model.safetensors); default: the model's path"),
+    DFX_OPTION_PATH("config", offsetof(clip_text, config),
+                    "a single-file checkpoint's ldm yaml (default: STEM.yaml beside it, if any) or text encoder "
+                    "config.json"),
     DFX_OPTION_PATH("tokenizer", offsetof(clip_text, tokenizer),
                     "a CLIP tokenizer folder (vocab.json, merges.txt); default: the pipeline folder's "
                     "tokenizer/, else OpenAI CLIP's vocabulary that ships with dfx"),
@@ -112,7 +116,7 @@ static dfx_status clip_text_init(void *priv)
     if (!p->path)
         return dfx_error_set(DFX_ERR_CONFIG, "clip_text: no text encoder: set conditioner.path (or model.path, "
                                              "which a conditioner without a path reads) to a diffusers folder");
-    dfx_status st = clip_encoder_open(&p->enc, p->path, p->variant, p->random_weights);
+    dfx_status st = clip_encoder_open_config(&p->enc, p->path, p->config, p->variant, p->random_weights);
     if (st)
         return st;
     const clip_config *c = &p->enc.cfg;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "plugins/common/config.h"
+#include "plugins/common/single_file.h"
 
 /* The weights file of a component folder: safetensors, a sharded set's
  * index, or a torch .bin, in diffusers' order of preference. */
@@ -29,19 +30,46 @@ static dfx_status find_weights(const char *dir, const char *stem, const char *va
                          name, variant ? "; check the variant option" : "");
 }
 
+/* An original single-file checkpoint's component. */
+static dfx_status open_single_file(dfxp_checkpoint *ck, const char *path, const char *config,
+                                   const dfxp_component_files *files, const char *variant, bool random_weights)
+{
+    if (variant)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: a single-file checkpoint has no weights variants (variant "
+                                             "'%s' names a diffusers folder's files)", path, variant);
+    dfxp_single_file sf;
+    dfx_status st = dfxp_single_file_open(&sf, path, config, files->folder, random_weights);
+    if (st)
+        return st;
+    ck->weights = sf.weights;
+    ck->config = sf.config;
+    ck->config_path = sf.config_path;
+    ck->prediction = sf.prediction;
+    return DFX_OK;
+}
+
 dfx_status dfxp_checkpoint_open(dfxp_checkpoint *ck, const char *path, const dfxp_component_files *files,
                                 const char *variant, bool random_weights)
+{
+    return dfxp_checkpoint_open_config(ck, path, NULL, files, variant, random_weights);
+}
+
+dfx_status dfxp_checkpoint_open_config(dfxp_checkpoint *ck, const char *path, const char *config,
+                                       const dfxp_component_files *files, const char *variant,
+                                       bool random_weights)
 {
     dfx_status st = DFX_OK;
     char *weights = NULL;
     memset(ck, 0, sizeof *ck);
     if (!dfxp_is_dir(path)) {
         if (dfxp_is_file(path))
-            return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: a single-file checkpoint; dfx reads the %s of a "
-                                                      "diffusers folder only, so far", path, files->folder);
-        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no such folder (give a diffusers pipeline folder or its %s/)",
-                             path, files->folder);
+            return open_single_file(ck, path, config, files, variant, random_weights);
+        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no such file or folder (give a diffusers pipeline folder, "
+                                                "its %s/, or a single-file checkpoint)", path, files->folder);
     }
+    if (config)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: a diffusers folder brings its own config; the config option "
+                                             "('%s') is for single-file checkpoints", path, config);
     char *mi = dfxp_join(path, "model_index.json");
     if (!mi)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");

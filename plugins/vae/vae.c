@@ -38,6 +38,7 @@ typedef struct mid_block {
 
 typedef struct vae {
     char *path;
+    char *config;
     char *variant;
     double scaling_factor;  /* NAN: the config's */
     bool random_weights;
@@ -65,6 +66,8 @@ static const dfx_option vae_options[] = {
     DFX_OPTION_PATH("path", offsetof(vae, path),
                     "a diffusers pipeline folder (model_index.json and vae/) or a vae folder (config.json and "
                     "diffusion_pytorch_model.safetensors); by default the model's path"),
+    DFX_OPTION_PATH("config", offsetof(vae, config),
+                    "a single-file checkpoint's ldm yaml (default: STEM.yaml beside it, if any) or vae config.json"),
     DFX_OPTION_STRING("variant", offsetof(vae, variant), NULL,
                       "weights variant: reads diffusion_pytorch_model.VARIANT.safetensors (e.g. fp16)"),
     DFX_OPTION_FLOAT_OR_NULL("scaling_factor", offsetof(vae, scaling_factor), 1e-6, 1e6,
@@ -300,7 +303,7 @@ static dfx_status vae_init(void *priv)
                              "vae: no checkpoint: set codec.path (or model.path) to a diffusers pipeline folder or "
                              "its vae/ folder");
     dfxp_checkpoint ck;
-    dfx_status st = dfxp_checkpoint_open(&ck, v->path, &files, v->variant, v->random_weights);
+    dfx_status st = dfxp_checkpoint_open_config(&ck, v->path, v->config, &files, v->variant, v->random_weights);
     if (st)
         return st;
     if (!(st = read_config(ck.config_path, ck.config, &v->cfg)) &&
