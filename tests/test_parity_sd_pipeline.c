@@ -353,9 +353,12 @@ END_TEST
 
 /* pipelines/sd_txt2img.yaml as shipped, pointed at the tiny model and a
  * recorded run's scheduler: its other settings (clip_text, cfg 7.5, vae)
- * are diffusers' defaults, so it gives the recorded image. */
+ * are diffusers' defaults, so it gives the recorded image. Loop 0 reads the
+ * diffusers folder, loop 1 the same weights as an original single file
+ * (sd_tiny_original, with its ldm yaml and the tiny model's tokenizer). */
 START_TEST(txt2img_yaml)
 {
+    const bool single = _i == 1;
     const run_case *r = NULL;
     for (int i = 0; i < nruns && !r; i++)
         if (strcmp(runs[i].model, "sd_tiny") == 0 && !runs[i].has_negative && runs[i].scale == 7.5)
@@ -378,13 +381,19 @@ START_TEST(txt2img_yaml)
              strstr(cls, "DDIM") ? "ddim" : strstr(cls, "PNDM") ? "pndm" : strstr(cls, "Ancestral") ? "euler_ancestral"
              : strstr(cls, "Euler") ? "euler" : "dpmpp_2m");
     dfx_json_destroy(cfg);
-    const char *sets[] = {model, sched, sampler, noise, out, prompt, steps, "width=64", "height=64", NULL};
+    char config[4300], tokenizer[4300];
+    snprintf(config, sizeof config, "model.config=%s/sd_tiny_original/v1-inference-tiny.yaml", test_fixtures_dir());
+    snprintf(tokenizer, sizeof tokenizer, "conditioner.tokenizer=%s/sd_tiny/tokenizer", test_fixtures_dir());
+    if (single)
+        snprintf(model, sizeof model, "model.path=%s/sd_tiny_original/sd_tiny.safetensors", test_fixtures_dir());
+    const char *sets[] = {model, sched, sampler, noise, out, prompt, steps, "width=64", "height=64",
+                          single ? config : NULL, tokenizer, NULL};
     char *err = NULL;
     int rc = run_dfx(pipe, sets, NULL, &err);
     ck_assert_msg(rc == 0, "sd_txt2img.yaml: dfx exited %d: %s", rc, err);
     free(err);
     snprintf(out, sizeof out, "%s/out.safetensors", tmp);
-    check_run(r, out, NULL, "sd_txt2img.yaml");
+    check_run(r, out, NULL, single ? "single file" : "sd_txt2img.yaml");
     test_rmtree(tmp);
     free(tmp);
 }
@@ -621,7 +630,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, teacher_forced, 0, nruns);
     tcase_add_loop_test(tc, free_running, 0, nruns);
-    tcase_add_test(tc, txt2img_yaml);
+    tcase_add_loop_test(tc, txt2img_yaml, 0, 2);
     tcase_add_test(tc, img2img_yaml);
     tcase_add_test(tc, png_outputs);
     tcase_add_test(tc, bad_input);

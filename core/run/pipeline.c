@@ -531,6 +531,12 @@ static bool has_option(const dfx_component *c, const char *name)
 /* An optional conditioner, guidance or codec section. A conditioner or a
  * codec with a `path` option that is given none takes the model section's:
  * a checkpoint usually holds the text encoder and the autoencoder too. */
+static bool ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
 static dfx_status resolve_optional(dfx_pipeline *p, dfx_registry *reg, dfx_kind kind, typed_core *core,
                                    dfx__instance *inst, bool *has, dfx__node **implied)
 {
@@ -547,19 +553,27 @@ static dfx_status resolve_optional(dfx_pipeline *p, dfx_registry *reg, dfx_kind 
         return dfx_error_set(DFX_ERR_CONFIG, "%s: %s: give a type (`dfx list %s`)",
                              dfx__node_where(sec, where, sizeof where), name, name);
     const dfx_component *comp = dfx_registry_find(reg, kind, type);
+    /* the checkpoint keys of the model section that a section of the same
+     * checkpoint reads unless it sets them: the path, the variant, and an
+     * ldm yaml (a config.json belongs to the model's own folder) */
+    static const char *const shared[] = {"path", "variant", "config"};
     const dfx__node *model = dfx__node_get(p->root, "model");
-    const dfx__node *mpath = model && model->type == DFX__NODE_MAP ? dfx__node_get(model, "path") : NULL;
-    if (implied && comp && mpath && !dfx__node_get(sec, "path") && has_option(comp, "path")) {
-        dfx__node *with = dfx__node_clone(sec), *path = dfx__node_clone(mpath);
-        if (!with || !path) {
-            dfx__node_free(with);
-            dfx__node_free(path);
+    dfx__node *with = NULL;
+    for (size_t i = 0; implied && comp && model && model->type == DFX__NODE_MAP && i < 3; i++) {
+        const dfx__node *v = dfx__node_get(model, shared[i]);
+        if (!v || dfx__node_get(sec, shared[i]) || !has_option(comp, shared[i]))
+            continue;
+        if (i == 2 && !(v->type == DFX__NODE_SCALAR && (ends_with(v->text, ".yaml") || ends_with(v->text, ".yml"))))
+            continue;
+        if (!with && !(with = dfx__node_clone(sec)))
             return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-        }
-        if ((st = dfx__node_set(with, "path", path))) {
+        dfx__node *copy = dfx__node_clone(v);
+        if (!copy || (st = dfx__node_set(with, shared[i], copy))) {
             dfx__node_free(with);
-            return st;
+            return st ? st : dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
         }
+    }
+    if (with) {
         dfx__node_free(*implied);
         *implied = with;
         sec = with;
