@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/utf8.h"
 #include "core/internal.h"
 #include "dfx/json.h"
 
@@ -303,30 +304,6 @@ static long hex4(const parser *p, size_t i, size_t stop)
     return v;
 }
 
-static size_t utf8_put(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Parses the string whose opening quote is at p->pos into a NUL-terminated
  * arena copy. */
 static dfx_status parse_string(parser *p, const char **out, size_t *out_len)
@@ -396,7 +373,7 @@ static dfx_status parse_string(parser *p, const char **out, size_t *out_len)
             } else {
                 i += 6;
             }
-            n += utf8_put(buf + n, (uint32_t)cp);
+            n += dfx__utf8_put((uint32_t)cp, (unsigned char *)buf + n);
             continue;
         }
         if (c < 0x80) {

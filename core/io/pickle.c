@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/utf8.h"
 #include "core/internal.h"
 
 /* Open MARKs at once. Pickles nest a MARK per container being filled; a
@@ -441,30 +442,6 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
-static size_t utf8_put(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 static int hex_digit(unsigned char c)
 {
     if (c >= '0' && c <= '9')
@@ -562,7 +539,7 @@ static dfx_status push_raw_unicode(vm *m, const char *s, size_t len)
         if (c == '\\' && i + 1 < len)
             digits = s[i + 1] == 'u' ? 4 : s[i + 1] == 'U' ? 8 : 0;
         if (!digits) {
-            n += utf8_put(buf + n, c);
+            n += dfx__utf8_put(c, (unsigned char *)buf + n);
             continue;
         }
         uint32_t cp = 0;
@@ -576,7 +553,7 @@ static dfx_status push_raw_unicode(vm *m, const char *s, size_t len)
         if (cp > 0x10ffff)
             return fail(m, DFX_ERR_FORMAT, "\\U%08x is beyond U+10FFFF", (unsigned)cp);
         /* a \U escape takes 10 bytes, at most 4 out: within 2 * len */
-        n += utf8_put(buf + n, cp);
+        n += dfx__utf8_put(cp, (unsigned char *)buf + n);
         i += 1 + (size_t)digits;
     }
     return push_str(m, DFX__PK_STR, buf, n);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/base/utf8.h"
 #include "dfx/status.h"
 
 /* ---- code-point strings ------------------------------------------------ */
@@ -40,8 +41,6 @@ dfx_status dfx__utf8_decode(const char *text, size_t len, dfx__ustr *out);
 /* The same without a message: false with the offset of the first bad
  * sequence and whether the input ended inside it. */
 bool dfx__utf8_decode_quiet(const unsigned char *p, size_t len, dfx__ustr *out, size_t *bad, bool *truncated);
-/* Writes c (a Unicode scalar value) as UTF-8; returns the byte count. */
-size_t dfx__utf8_put(uint32_t c, unsigned char out[4]);
 
 /* ---- Unicode classes and mappings (unicode_tables.c) -------------------- */
 

@@ -148,30 +148,6 @@ dfx_status dfx__utf8_decode(const char *text, size_t len, dfx__ustr *out)
     return dfx__ustr_status(out);
 }
 
-size_t dfx__utf8_put(uint32_t c, unsigned char out[4])
-{
-    if (c < 0x80) {
-        out[0] = (unsigned char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        out[0] = (unsigned char)(0xC0 | (c >> 6));
-        out[1] = (unsigned char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | (c >> 12));
-        out[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-        out[2] = (unsigned char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | (c >> 18));
-    out[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-    out[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-    out[3] = (unsigned char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
 bool dfx__uset_has(const dfx__uset *set, uint32_t c)
 {
     size_t lo = 0, hi = set->n;
