@@ -49,7 +49,8 @@ static series *find_or_add(dfx__trace *t, const char *name, dfx_dtype dtype, int
         return NULL;
     s->dtype = dtype;
     s->ndim = ndim;
-    memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim)
+        memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
     s->item_bytes = dfx_dtype_size(dtype);
     for (int i = 0; i < ndim; i++)
         s->item_bytes *= (size_t)shape[i];
