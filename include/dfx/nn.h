@@ -279,9 +279,10 @@ DFX_API void dfx_nn_timestep_embedding(const double *t, int64_t n, int64_t dim,
  * projections produce them). Strides ldq/ldk/ldv/ldo are the row lengths of
  * the stored matrices (>= heads*dh), so Q, K and V can live in one fused
  * buffer. Computed one block of queries at a time (of one head, or of
- * several heads when one head's block is small) with a fused softmax, so
- * the scores held at once stay under 4 MiB (4096-token self-attention never
- * materialises heads x 4096 x 4096). NaN in the inputs gives NaN in the
+ * several heads when one head's block is small; blocks of one head each on
+ * the OpenMP threads when the layers thread) with a fused softmax, so the
+ * scores held at once stay under 4 MiB a thread (4096-token self-attention
+ * never materialises heads x 4096 x 4096). NaN in the inputs gives NaN in the
  * rows it reaches. */
 DFX_API dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
                                     const float *v, int64_t ldv, int64_t b, int64_t heads,
