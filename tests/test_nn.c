@@ -217,15 +217,16 @@ static void linear_ref(const double *x, int64_t rows, int64_t in, const float *w
 /* full-softmax attention on strided token-major q, k, v */
 static void attention_ref(const double *q, int64_t ldq, const double *k, int64_t ldk, const double *v,
                           int64_t ldv, int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh,
-                          double scale, double *out, int64_t ldo)
+                          double scale, bool causal, double *out, int64_t ldo)
 {
     double *p = dalloc(nk);
     for (int64_t bi = 0; bi < b; bi++)
         for (int64_t h = 0; h < heads; h++)
             for (int64_t i = 0; i < nq; i++) {
                 const double *qi = q + (bi * nq + i) * ldq + h * dh;
+                const int64_t seen = causal ? i + 1 : nk;
                 double mx = -INFINITY, sum = 0;
-                for (int64_t j = 0; j < nk; j++) {
+                for (int64_t j = 0; j < seen; j++) {
                     const double *kj = k + (bi * nk + j) * ldk + h * dh;
                     double s = 0;
                     for (int64_t d = 0; d < dh; d++)
@@ -233,11 +234,11 @@ static void attention_ref(const double *q, int64_t ldq, const double *k, int64_t
                     p[j] = s * scale;
                     mx = p[j] > mx ? p[j] : mx;
                 }
-                for (int64_t j = 0; j < nk; j++)
+                for (int64_t j = 0; j < seen; j++)
                     sum += p[j] = exp(p[j] - mx);
                 for (int64_t d = 0; d < dh; d++) {
                     double acc = 0;
-                    for (int64_t j = 0; j < nk; j++)
+                    for (int64_t j = 0; j < seen; j++)
                         acc += p[j] * v[(bi * nk + j) * ldv + h * dh + d];
                     out[(bi * nq + i) * ldo + h * dh + d] = acc / sum;
                 }
@@ -865,7 +866,8 @@ END_TEST
 
 /* ---- attention ------------------------------------------------------------ */
 
-static void run_attention(int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh, const char *what)
+static void run_attention_mask(int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh, bool causal,
+                               const char *what)
 {
     /* q, k and v in one buffer with padded rows, as fused projections give
      * them; the output also strided, its padding checked untouched */
@@ -882,10 +884,12 @@ static void run_attention(int64_t b, int64_t heads, int64_t nq, int64_t nk, int6
     const double scale = 1.0 / sqrt((double)dh);
     dfx_arena *a;
     ck_assert(dfx_arena_create(&a) == DFX_OK);
-    ck_assert_msg(dfx_nn_attention(qkv, ld, kv + width, ld, kv + 2 * width, ld, b, heads, nq, nk, dh,
-                                   (float)scale, out, ldo, a) == DFX_OK,
-                  "%s", dfx_error_message());
-    attention_ref(qd, ld, kd + width, ld, kd + 2 * width, ld, b, heads, nq, nk, dh, (double)(float)scale,
+    const dfx_status st = causal ? dfx_nn_attention_causal(qkv, ld, kv + width, ld, kv + 2 * width, ld, b, heads,
+                                                           nq, dh, (float)scale, out, ldo, a)
+                                 : dfx_nn_attention(qkv, ld, kv + width, ld, kv + 2 * width, ld, b, heads, nq, nk,
+                                                    dh, (float)scale, out, ldo, a);
+    ck_assert_msg(st == DFX_OK, "%s", dfx_error_message());
+    attention_ref(qd, ld, kd + width, ld, kd + 2 * width, ld, b, heads, nq, nk, dh, (double)(float)scale, causal,
                   ref, ldo);
     /* the padding untouched; the rows compacted for the comparison */
     for (int64_t r = 0; r < b * nq; r++) {
@@ -906,6 +910,11 @@ static void run_attention(int64_t b, int64_t heads, int64_t nq, int64_t nk, int6
     free(ref);
 }
 
+static void run_attention(int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh, const char *what)
+{
+    run_attention_mask(b, heads, nq, nk, dh, false, what);
+}
+
 START_TEST(attention)
 {
     rng_seed(8);
@@ -913,6 +922,10 @@ START_TEST(attention)
     /* 1100 keys: 953 rows of scores fit the 4 MiB budget, so 1100 queries
      * take 2 blocks of 550, each of one (item, head) unit */
     run_attention(2, 2, 1100, 1100, 7, "attention 1100 tokens, 2 heads of 7");
+    /* causal: a text encoder's 77 tokens, and 2 blocks whose second starts
+     * at query 550 (its mask offset) */
+    run_attention_mask(2, 12, 77, 77, 8, true, "causal attention 77 tokens, 12 heads");
+    run_attention_mask(1, 2, 1100, 1100, 7, true, "causal attention 1100 tokens (2 blocks)");
     /* 300 x 300 scores: 11 units fit a block, so 15 units go in groups of
      * 11 and 4, across batch items */
     run_attention(3, 5, 300, 300, 3, "attention 300 tokens, batch 3 x 5 heads");
@@ -1138,7 +1151,8 @@ static void run_spatial_attention(const sa_case *sc)
         linear_ref(tok, hw, c, pw[0], pb[0], c, q);
         linear_ref(tok, hw, c, pw[1], pb[1], c, k);
         linear_ref(tok, hw, c, pw[2], pb[2], c, v);
-        attention_ref(q, c, k, c, v, c, 1, sc->heads, hw, hw, dh, (double)(float)pow((double)dh, -0.5), o, c);
+        attention_ref(q, c, k, c, v, c, 1, sc->heads, hw, hw, dh, (double)(float)pow((double)dh, -0.5), false, o,
+                      c);
         linear_ref(o, hw, c, pw[3], pb[3], c, r);
         for (int64_t t = 0; t < hw; t++)
             for (int64_t ch = 0; ch < c; ch++)

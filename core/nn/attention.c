@@ -18,6 +18,9 @@
  * stays under SCORE_BUDGET: 4096-token self-attention never materialises
  * heads x 4096 x 4096 floats as diffusers' AttnProcessor does, only one
  * block of one head per thread. */
+#include <math.h>
+#include <stdbool.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -93,13 +96,26 @@ static void exp_rows(float *s, int64_t nk, int64_t m, float *sums)
         sums[r] = exp_row(s + r * nk, nk);
 }
 
+/* Causal attention: query q0 + r sees keys 0 .. q0 + r; the later scores
+ * of its row become -inf, so exp gives them exactly 0. q0 < 0: no mask. */
+static void mask_future(float *s, int64_t nk, int64_t m, int64_t q0)
+{
+    if (q0 < 0)
+        return;
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t j = q0 + r + 1; j < nk; j++)
+            s[r * nk + j] = -INFINITY;
+}
+
 /* o [m, dh] (row stride ldo) = softmax(scale q k^T) v for one block of m
- * query rows of one head, with s [m, nk] and sums [m] as scratch */
+ * query rows of one head, with s [m, nk] and sums [m] as scratch; causal_q0
+ * is the block's first query when the attention is causal, else -1 */
 static void attend_block(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
                          int64_t ldv, int64_t m, int64_t nk, int64_t dh, float scale, float *o,
-                         int64_t ldo, float *s, float *sums)
+                         int64_t ldo, float *s, float *sums, int64_t causal_q0)
 {
     dfx_ops_matmul(false, true, m, nk, dh, scale, q, ldq, k, ldk, 0.0f, s, nk);
+    mask_future(s, nk, m, causal_q0);
     exp_rows(s, nk, m, sums);
     dfx_ops_matmul(false, false, m, dh, nk, 1.0f, s, nk, v, ldv, 0.0f, o, ldo);
     for (int64_t r = 0; r < m; r++) {
@@ -114,7 +130,7 @@ static void attend_block(const float *q, int64_t ldq, const float *k, int64_t ld
 static dfx_status attention_tasks(const float *q, int64_t ldq, const float *k, int64_t ldk,
                                   const float *v, int64_t ldv, int64_t heads, int64_t units,
                                   int64_t nq, int64_t nk, int64_t dh, float scale, float *out,
-                                  int64_t ldo, int64_t rows, int nthreads, dfx_arena *a)
+                                  int64_t ldo, int64_t rows, int nthreads, bool causal, dfx_arena *a)
 {
     const size_t mark = dfx_arena_mark(a);
     const size_t per = (size_t)rows * (size_t)nk;
@@ -137,15 +153,15 @@ static dfx_status attention_tasks(const float *q, int64_t ldq, const float *k, i
         attend_block(q + (bi * nq + q0) * ldq + h * dh, ldq, k + bi * nk * ldk + h * dh, ldk,
                      v + bi * nk * ldv + h * dh, ldv, m, nk, dh, scale,
                      out + (bi * nq + q0) * ldo + h * dh, ldo, s + (size_t)tid * per,
-                     sums + (size_t)tid * (size_t)rows);
+                     sums + (size_t)tid * (size_t)rows, causal ? q0 : -1);
     }
     dfx_arena_release(a, mark);
     return DFX_OK;
 }
 
-dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
+static dfx_status attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
                             int64_t ldv, int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh,
-                            float scale, float *out, int64_t ldo, dfx_arena *a)
+                            float scale, float *out, int64_t ldo, bool causal, dfx_arena *a)
 {
     const int64_t width = heads * dh;
     if (b < 0 || heads <= 0 || dh <= 0 || nq < 0 || nk <= 0 || ldq < width || ldk < width ||
@@ -172,7 +188,7 @@ dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t
     const int nthreads = omp_get_max_threads();
     if (nthreads > 1 && units * blocks > 1 && DFX__NN_PAR(units * nq * nk))
         return attention_tasks(q, ldq, k, ldk, v, ldv, heads, units, nq, nk, dh, scale, out, ldo,
-                               rows, nthreads < units * blocks ? nthreads : (int)(units * blocks), a);
+                               rows, nthreads < units * blocks ? nthreads : (int)(units * blocks), causal, a);
 #endif
     int64_t group = (int64_t)(SCORE_BUDGET / (row_bytes * (size_t)rows));
     group = group < 1 ? 1 : (group > units ? units : group);
@@ -194,6 +210,7 @@ dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t
                 const int64_t bi = (u0 + u) / heads, h = (u0 + u) % heads;
                 dfx_ops_matmul(false, true, m, nk, dh, scale, q + (bi * nq + q0) * ldq + h * dh, ldq,
                                k + bi * nk * ldk + h * dh, ldk, 0.0f, s + u * rows * nk, nk);
+                mask_future(s + u * rows * nk, nk, m, causal ? q0 : -1);
             }
             const int64_t total = gu * rows;
 #pragma omp parallel for if (DFX__NN_PAR(gu * m * nk)) schedule(static)
@@ -221,4 +238,18 @@ dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t
     }
     dfx_arena_release(a, mark);
     return DFX_OK;
+}
+
+dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
+                            int64_t ldv, int64_t b, int64_t heads, int64_t nq, int64_t nk, int64_t dh,
+                            float scale, float *out, int64_t ldo, dfx_arena *a)
+{
+    return attention(q, ldq, k, ldk, v, ldv, b, heads, nq, nk, dh, scale, out, ldo, false, a);
+}
+
+dfx_status dfx_nn_attention_causal(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
+                                   int64_t ldv, int64_t b, int64_t heads, int64_t n, int64_t dh, float scale,
+                                   float *out, int64_t ldo, dfx_arena *a)
+{
+    return attention(q, ldq, k, ldk, v, ldv, b, heads, n, n, dh, scale, out, ldo, true, a);
 }

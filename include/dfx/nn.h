@@ -288,6 +288,12 @@ DFX_API dfx_status dfx_nn_attention(const float *q, int64_t ldq, const float *k,
                                     const float *v, int64_t ldv, int64_t b, int64_t heads,
                                     int64_t nq, int64_t nk, int64_t dh, float scale,
                                     float *out, int64_t ldo, dfx_arena *a);
+/* The same with a causal mask over n queries and n keys (a text encoder's
+ * self-attention): query i attends to keys 0..i only. */
+DFX_API dfx_status dfx_nn_attention_causal(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                                           const float *v, int64_t ldv, int64_t b, int64_t heads,
+                                           int64_t n, int64_t dh, float scale, float *out, int64_t ldo,
+                                           dfx_arena *a);
 
 /* ---- blocks ----------------------------------------------------------- */
 

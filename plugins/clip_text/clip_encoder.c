@@ -226,46 +226,6 @@ void clip_encoder_close(clip_encoder *e)
 
 /* ---- forward ---------------------------------------------------------- */
 
-/* Row i of the scores attends to keys 0..i (transformers adds the dtype's
- * lowest value above the diagonal, whose exp is 0): softmax over the first
- * n entries, zeros after them, up to len. */
-static void causal_softmax_row(float *s, int64_t n, int64_t len)
-{
-    float m = s[0];
-    for (int64_t j = 1; j < n; j++)
-        m = s[j] > m ? s[j] : m;
-    float sum = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-        s[j] = expf(s[j] - m);
-        sum += s[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n; j++)
-        s[j] *= inv;
-    for (int64_t j = n; j < len; j++)
-        s[j] = 0.0f;
-}
-
-/* out [n, len, hidden] = causal multi-head attention of the stacked
- * projections qkv [n, len, 3 hidden] (queries already scaled); scores holds
- * len * len floats. At 77 tokens every head's scores fit in the cache, so
- * the full square is computed and its upper triangle zeroed. */
-static void causal_attention(const clip_config *c, const float *qkv, int64_t n, int64_t len, float *scores,
-                             float *out)
-{
-    const int64_t h = c->hidden, dh = h / c->heads, ld = 3 * h;
-    for (int64_t b = 0; b < n; b++) {
-        for (int64_t hd = 0; hd < c->heads; hd++) {
-            const float *q = qkv + b * len * ld + hd * dh, *k = q + h, *v = q + 2 * h;
-            dfx_ops_matmul(false, true, len, len, dh, 1.0f, q, ld, k, ld, 0.0f, scores, len);
-            for (int64_t i = 0; i < len; i++)
-                causal_softmax_row(scores + i * len, i + 1, len);
-            dfx_ops_matmul(false, false, len, dh, len, 1.0f, scores, len, v, ld, 0.0f, out + b * len * h + hd * dh,
-                           h);
-        }
-    }
-}
-
 static void activate(clip_act act, float *x, int64_t n)
 {
     switch (act) {
@@ -298,8 +258,7 @@ dfx_status clip_encoder_forward(clip_encoder *e, const int64_t *ids, int64_t n, 
     float *att = dfx_arena_alloc(a, (size_t)(rows * h));
     float *qkv = dfx_arena_alloc(a, (size_t)(rows * 3 * h));
     float *mlp = dfx_arena_alloc(a, (size_t)(rows * c->intermediate));
-    float *scores = dfx_arena_alloc(a, (size_t)(len * len));
-    if (!y || !att || !qkv || !mlp || !scores) {
+    if (!y || !att || !qkv || !mlp) {
         dfx_arena_release(a, mark);
         return DFX_ERR_NO_MEMORY;
     }
@@ -314,7 +273,13 @@ dfx_status clip_encoder_forward(clip_encoder *e, const int64_t *ids, int64_t n, 
         const clip_layer *L = &e->layer[l];
         dfx_layer_norm_forward(&L->ln1, x, rows, y);
         dfx_linear_forward(&L->qkv, y, rows, qkv);
-        causal_attention(c, qkv, n, len, scores, att);
+        /* queries already scaled */
+        dfx_status st = dfx_nn_attention_causal(qkv, 3 * h, qkv + h, 3 * h, qkv + 2 * h, 3 * h, n, c->heads, len,
+                                                h / c->heads, 1.0f, att, h, a);
+        if (st) {
+            dfx_arena_release(a, mark);
+            return st;
+        }
         dfx_linear_forward(&L->out, att, rows, y);
         dfx_nn_add(x, x, y, rows * h);
         dfx_layer_norm_forward(&L->ln2, x, rows, y);
