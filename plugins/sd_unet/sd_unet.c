@@ -65,13 +65,13 @@ typedef struct config {
 /* How the 3x3 convolutions run (sd_unet's winograd option). */
 enum { WINOGRAD_BALANCED, WINOGRAD_FAST, WINOGRAD_OFF };
 
-/* Output channels above which 'balanced' keeps F(2x2, 3x3) kernels instead
- * of F(4x4, 3x3) ones: the memory of transformed kernels grows with cin x
- * cout, the time they save with cin x cout x pixels, and a UNet's widest
- * layers work at its smallest resolutions, where F(2x2, 3x3) does nearly as
- * well (SD 1.5 at 512x512, 1280 channels, CFG batch, one thread: 16x16
- * F(4x4) 75 ms, F(2x2) 102 ms, im2col 221 ms; 8x8 F(2x2) 33 ms, im2col
- * 61 ms) for 16/36 of the memory. */
+/* Output channels above which 'balanced' runs 3x3 layers with im2col: the
+ * memory of transformed kernels grows with cin x cout, the time they save
+ * with cin x cout x pixels, and a UNet's widest layers work at its smallest
+ * resolutions. SD 1.5 at 512x512 with CFG, 2 threads: F(4x4) everywhere
+ * would keep 8.3 GB of kernels; F(4x4) below and F(2x2) above 1024 channels
+ * 4.3 GB for an 11.3 s step; F(4x4) below and im2col above 0.9 GB for
+ * 13.0 s; im2col only none for 14.7 s. The default favours memory. */
 #define WIDE_CHANNELS 1024
 
 typedef struct sd_unet {
@@ -108,8 +108,8 @@ static const dfx_option sd_unet_options[] = {
                     "seeded random weights instead of the checkpoint's (benchmarks): only config.json is read"),
     DFX_OPTION_ENUM("winograd", offsetof(sd_unet, winograd), WINOGRAD_BALANCED, winograd_names,
                     "3x3 convolutions: 'balanced' keeps Winograd F(4x4,3x3) kernels (4x the layer's weights) up "
-                    "to 1024 output channels and F(2x2,3x3) ones (1.8x) above (SD 1.5: 4.3 GB besides its 3.4 GB of "
-                    "weights), 'fast' F(4x4,3x3) everywhere (8.3 GB), 'off' im2col only (none, slowest)"),
+                    "to 1024 output channels and runs wider layers with im2col (SD 1.5: 0.9 GB besides its 3.4 GB "
+                    "of weights), 'fast' F(4x4,3x3) everywhere (8.3 GB), 'off' im2col only (none, slowest)"),
     DFX_OPTION_END,
 };
 
@@ -372,7 +372,7 @@ static dfx_status tune_conv(const sd_unet *u, dfx_conv2d *c)
     if (u->winograd == WINOGRAD_OFF)
         return dfx_conv2d_set_algo(c, DFX_CONV2D_ALGO_IM2COL);
     if (u->winograd == WINOGRAD_BALANCED && c->k == 3 && c->stride == 1 && c->cout > WIDE_CHANNELS)
-        return dfx_conv2d_set_algo(c, DFX_CONV2D_ALGO_WINOGRAD_2X2);
+        return dfx_conv2d_set_algo(c, DFX_CONV2D_ALGO_IM2COL);
     return DFX_OK;
 }
 
