@@ -166,6 +166,11 @@ START_TEST(broken_folders)
         free(dir);
     }
     expect_failure("/nonexistent/model", "/nonexistent/model: no such folder");
+    /* a weights file alone: UNet2DModel has no single-file layout */
+    char file[4200], want[4400];
+    snprintf(file, sizeof file, "%s/ddpm/ddpm_unet_a/unet/diffusion_pytorch_model.safetensors", test_fixtures_dir());
+    snprintf(want, sizeof want, "%s: a single file; this model reads a diffusers folder", file);
+    expect_failure(file, want);
 }
 END_TEST
 

@@ -189,7 +189,7 @@ dfx_status clip_encoder_open(clip_encoder *e, const char *path, const char *vari
 dfx_status clip_encoder_open_config(clip_encoder *e, const char *path, const char *config, const char *variant,
                                     bool random_weights)
 {
-    static const dfxp_component_files files = {"text_encoder", "model"};
+    static const dfxp_component_files files = {"text_encoder", "model", true};
     memset(e, 0, sizeof *e);
     dfxp_checkpoint ck;
     dfx_status st = dfxp_checkpoint_open_config(&ck, path, config, &files, variant, random_weights);

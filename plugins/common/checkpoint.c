@@ -62,10 +62,17 @@ dfx_status dfxp_checkpoint_open_config(dfxp_checkpoint *ck, const char *path, co
     char *weights = NULL;
     memset(ck, 0, sizeof *ck);
     if (!dfxp_is_dir(path)) {
-        if (dfxp_is_file(path))
+        if (dfxp_is_file(path) && files->single_file)
             return open_single_file(ck, path, config, files, variant, random_weights);
-        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no such file or folder (give a diffusers pipeline folder, "
-                                                "its %s/, or a single-file checkpoint)", path, files->folder);
+        if (dfxp_is_file(path))
+            return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: a single file; this model reads a diffusers folder "
+                                                      "(with model_index.json and %s/, or the %s/ folder itself)",
+                                 path, files->folder, files->folder);
+        if (files->single_file)
+            return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no such file or folder (give a diffusers pipeline folder, "
+                                                    "its %s/, or a single-file checkpoint)", path, files->folder);
+        return dfx_error_set(DFX_ERR_NOT_FOUND, "%s: no such folder (give a diffusers pipeline folder or its %s/)",
+                             path, files->folder);
     }
     if (config)
         return dfx_error_set(DFX_ERR_CONFIG, "%s: a diffusers folder brings its own config; the config option "

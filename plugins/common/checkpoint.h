@@ -26,10 +26,13 @@ typedef struct dfxp_checkpoint {
 
 /* What a component is called and how its weights file is named in a
  * diffusers pipeline folder: {"unet", "diffusion_pytorch_model"},
- * {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}. */
+ * {"vae", "diffusion_pytorch_model"}, {"text_encoder", "model"}; and
+ * whether it is a Stable Diffusion component, which original single-file
+ * checkpoints also hold. */
 typedef struct dfxp_component_files {
     const char *folder;
     const char *stem;
+    bool single_file;
 } dfxp_component_files;
 
 /* Opens the component `files` of the checkpoint at `path`. A folder is a

@@ -503,7 +503,7 @@ static void free_network(sd_unet *u)
 
 static dfx_status sd_unet_init(void *priv)
 {
-    static const dfxp_component_files files = {"unet", "diffusion_pytorch_model"};
+    static const dfxp_component_files files = {"unet", "diffusion_pytorch_model", true};
     sd_unet *u = priv;
     if (!u->path)
         return dfx_error_set(DFX_ERR_CONFIG, "sd_unet: no checkpoint: set model.path to a Stable Diffusion "

@@ -336,7 +336,7 @@ static void free_network(unet2d *u)
 
 static dfx_status unet2d_init(void *priv)
 {
-    static const dfxp_component_files files = {"unet", "diffusion_pytorch_model"};
+    static const dfxp_component_files files = {"unet", "diffusion_pytorch_model", false};
     unet2d *u = priv;
     dfxp_checkpoint ck;
     dfx_status st = dfxp_checkpoint_open(&ck, u->path, &files, u->variant, u->random_weights);

@@ -296,7 +296,7 @@ static void free_network(vae *v)
 
 static dfx_status vae_init(void *priv)
 {
-    static const dfxp_component_files files = {"vae", "diffusion_pytorch_model"};
+    static const dfxp_component_files files = {"vae", "diffusion_pytorch_model", true};
     vae *v = priv;
     if (!v->path)
         return dfx_error_set(DFX_ERR_CONFIG,
