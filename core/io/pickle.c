@@ -636,7 +636,8 @@ static dfx_status pop_mark(vm *m, dfx__pk ***items, int64_t *n)
     if (!m->nmarks)
         return fail(m, DFX_ERR_FORMAT, "no MARK to pop to");
     int64_t at = m->marks[--m->nmarks];
-    *items = m->stack + at;
+    if (m->stack) /* no stack yet when nothing was ever pushed */
+        *items = m->stack + at;
     *n = m->sp - at;
     m->sp = at;
     return DFX_OK;
