@@ -507,7 +507,9 @@ static dfx_status sd_unet_init(void *priv)
     sd_unet *u = priv;
     if (!u->path)
         return dfx_error_set(DFX_ERR_CONFIG, "sd_unet: no checkpoint: set model.path to a Stable Diffusion "
-                                             "checkpoint (a diffusers folder or a .safetensors/.ckpt file)");
+                                             "checkpoint (a diffusers folder or a .safetensors/.ckpt file), "
+                                             "e.g. --set model.path=v1-5-pruned-emaonly.safetensors; dfx ships "
+                                             "no weights");
     dfxp_checkpoint ck;
     dfx_status st = dfxp_checkpoint_open_config(&ck, u->path, u->config, &files, u->variant, u->random_weights);
     if (st)
