@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dfx/dfx.h"
@@ -274,7 +275,18 @@ static int cmd_run(int argc, char **argv)
     dfx_registry *reg = NULL;
     if (!rc) {
         reg = open_registry();
+        /* loading a full-size checkpoint takes seconds: say so on a terminal
+         * (Ctrl-C meanwhile ends the process; nothing is written yet) */
+        const bool tell = !quiet && !dry && isatty(STDERR_FILENO);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (tell)
+            fprintf(stderr, "loading the pipeline's components...");
         st = dfx_pipeline_resolve(p, reg);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (tell)
+            fprintf(stderr, "\rloaded the pipeline's components in %.1f s\n",
+                    (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         rc = st ? fail(st) : 0;
     }
     if (!rc && dry) {
