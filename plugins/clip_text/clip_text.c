@@ -39,8 +39,9 @@ static const dfx_option clip_text_options[] = {
                    "before the last, through its final layer norm (diffusers encodes the negative prompt "
                    "without skipping); SD 2.x encoders already stop at the penultimate layer"),
     DFX_OPTION_PATH("path", offsetof(clip_text, path),
-                    "a diffusers pipeline folder (model_index.json and text_encoder/) or a text_encoder folder "
-                    "(config.json and model.safetensors); default: the model's path"),
+                    "an original single-file checkpoint (.safetensors, .ckpt), a diffusers pipeline folder "
+                    "(model_index.json and text_encoder/) or a text_encoder folder (config.json and "
+                    "model.safetensors); default: the model's path"),
     DFX_OPTION_PATH("config", offsetof(clip_text, config),
                     "a single-file checkpoint's ldm yaml (default: STEM.yaml beside it, if any) or text encoder "
                     "config.json"),

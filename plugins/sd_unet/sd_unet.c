@@ -97,8 +97,9 @@ static const char *const winograd_names[] = {"balanced", "fast", "off", NULL};
 
 static const dfx_option sd_unet_options[] = {
     DFX_OPTION_PATH("path", offsetof(sd_unet, path),
-                    "a Stable Diffusion checkpoint: a diffusers pipeline folder (model_index.json and unet/) "
-                    "or a unet folder (config.json and diffusion_pytorch_model.safetensors)"),
+                    "a Stable Diffusion checkpoint: an original single file (.safetensors, .ckpt; SD 1.x or "
+                    "2.x), a diffusers pipeline folder (model_index.json and unet/) or a unet folder "
+                    "(config.json and diffusion_pytorch_model.safetensors)"),
     DFX_OPTION_PATH("config", offsetof(sd_unet, config),
                     "a single-file checkpoint's ldm yaml (default: STEM.yaml beside it, if any) or unet "
                     "config.json"),

@@ -64,7 +64,8 @@ typedef struct vae {
 
 static const dfx_option vae_options[] = {
     DFX_OPTION_PATH("path", offsetof(vae, path),
-                    "a diffusers pipeline folder (model_index.json and vae/) or a vae folder (config.json and "
+                    "an original single-file checkpoint (.safetensors, .ckpt), a diffusers pipeline folder "
+                    "(model_index.json and vae/) or a vae folder (config.json and "
                     "diffusion_pytorch_model.safetensors); by default the model's path"),
     DFX_OPTION_PATH("config", offsetof(vae, config),
                     "a single-file checkpoint's ldm yaml (default: STEM.yaml beside it, if any) or vae config.json"),
