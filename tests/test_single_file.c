@@ -447,6 +447,41 @@ END_TEST
 
 /* ---- bad files -------------------------------------------------------- */
 
+/* A broken ldm yaml is named with what is wrong in it. */
+START_TEST(bad_yaml)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"model: {params: {unet_config: {params: {num_heads: 0}}}}\n",
+         "'model.params.unet_config.params.num_heads': 0 is out of range (-1 for unset, or 1 to 65536)"},
+        {"model: {params: {unet_config: {params: {context_dim: [768]}}}}\n",
+         "'model.params.unet_config.params.context_dim': expected an integer"},
+        {"model: {params: {parameterization: x0, unet_config: {}}}\n",
+         "'model.params.parameterization': 'x0' (dfx reads \"eps\" and \"v\")"},
+        {"model: {params: {scale_factor: -1, unet_config: {}}}\n",
+         "'model.params.scale_factor': expected a positive number, got '-1'"},
+        {"model:\n  params: [\n", "bad.yaml:"},
+        {"a: 1\n", "not an ldm config (no model.params.unet_config)"},
+    };
+    char *dir = test_tmpdir(), yaml[4100], opts[8250];
+    char *file = fixture_dup(SD1_FILE);
+    snprintf(yaml, sizeof yaml, "%s/bad.yaml", dir);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        write_text(yaml, cases[i].text);
+        snprintf(opts, sizeof opts, "path: '%s', config: '%s'", file, yaml);
+        dfx_status st;
+        dfx_instance *m = try_open(DFX_KIND_MODEL, "sd_unet", opts, &st);
+        ck_assert_ptr_null(m);
+        ck_assert_msg(st != DFX_OK && strstr(dfx_error_message(), cases[i].want), "case %zu: '%s' lacks '%s'", i,
+                      dfx_error_message(), cases[i].want);
+    }
+    free(file);
+    test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(bad_files)
 {
     char *dir = test_tmpdir(), path[4300], opts[8800];
@@ -501,6 +536,7 @@ int main(void)
     tcase_add_test(tc, sd1_single_file);
     tcase_add_test(tc, sd2_single_file);
     tcase_add_test(tc, bad_files);
+    tcase_add_test(tc, bad_yaml);
     suite_add_tcase(s, tc);
     int rc = test_run_suite(s);
     dfx_registry_destroy(reg);

@@ -11,9 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
 #include "plugins/common/config.h"
+#include "plugins/common/ldm_yaml.h"
 
 #define UNET_PREFIX "model.diffusion_model."
 #define VAE_PREFIX "first_stage_model."
@@ -334,148 +334,6 @@ static bool spell(const void *ctx, const char *name, char *buf, size_t size)
     return n < (int)size;
 }
 
-/* ---- the ldm yaml ----------------------------------------------------- */
-
-/* What dfx reads from an ldm config (model.params...): -1, 0, NAN or ""
- * where it says nothing. */
-typedef struct ldm_yaml {
-    int64_t num_heads, num_head_channels, context_dim, transformer_depth;
-    int linear;               /* use_linear_in_transformer: -1 unsaid */
-    char parameterization[16];
-    double scale_factor;
-    char cond_target[128];
-    char cond_layer[32];
-} ldm_yaml;
-
-static const yaml_node_t *ymap_get(yaml_document_t *doc, const yaml_node_t *map, const char *key)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-        const yaml_node_t *k = yaml_document_get_node(doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
-            return yaml_document_get_node(doc, p->value);
-    }
-    return NULL;
-}
-
-/* The node at a dotted path of keys, or NULL. */
-static const yaml_node_t *ypath(yaml_document_t *doc, const char *path)
-{
-    const yaml_node_t *n = yaml_document_get_root_node(doc);
-    char key[64];
-    while (n && *path) {
-        size_t len = strcspn(path, ".");
-        if (len >= sizeof key)
-            return NULL;
-        memcpy(key, path, len);
-        key[len] = '\0';
-        n = ymap_get(doc, n, key);
-        path += len + (path[len] == '.');
-    }
-    return n;
-}
-
-static const char *yscalar(const yaml_node_t *n)
-{
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-static dfx_status ytype_error(const char *file, const yaml_node_t *n, const char *key, const char *want)
-{
-    return dfx_error_set(DFX_ERR_FORMAT, "%s:%zu:%zu: '%s': expected %s", file, n->start_mark.line + 1,
-                         n->start_mark.column + 1, key, want);
-}
-
-static dfx_status yint(yaml_document_t *doc, const char *file, const char *path, int64_t *out)
-{
-    const yaml_node_t *n = ypath(doc, path);
-    const char *s = yscalar(n);
-    if (!n)
-        return DFX_OK;
-    char *end;
-    long long v = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || *end)
-        return ytype_error(file, n, path, "an integer");
-    *out = v;
-    return DFX_OK;
-}
-
-static dfx_status ystring(yaml_document_t *doc, const char *file, const char *path, char *out, size_t size)
-{
-    const yaml_node_t *n = ypath(doc, path);
-    const char *s = yscalar(n);
-    if (!n)
-        return DFX_OK;
-    if (!s || strlen(s) >= size)
-        return ytype_error(file, n, path, "a short string");
-    memcpy(out, s, strlen(s) + 1);
-    return DFX_OK;
-}
-
-static void yaml_defaults(ldm_yaml *y)
-{
-    *y = (ldm_yaml){-1, -1, 0, 0, -1, "", NAN, "", ""};
-}
-
-static dfx_status read_yaml(const char *file, ldm_yaml *y)
-{
-    yaml_defaults(y);
-    FILE *fp = fopen(file, "rb");
-    if (!fp)
-        return dfx_error_set(DFX_ERR_IO, "%s: cannot open the ldm config", file);
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, fp);
-    dfx_status st = DFX_OK;
-    if (!yaml_parser_load(&parser, &doc)) {
-        st = dfx_error_set(DFX_ERR_FORMAT, "%s:%zu:%zu: %s", file, parser.problem_mark.line + 1,
-                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "invalid YAML");
-        yaml_parser_delete(&parser);
-        fclose(fp);
-        return st;
-    }
-    yaml_parser_delete(&parser);
-    fclose(fp);
-#define UNET "model.params.unet_config.params."
-    char linear[8] = "", scale[32] = "";
-    if (!yaml_document_get_root_node(&doc))
-        st = dfx_error_set(DFX_ERR_FORMAT, "%s: empty", file);
-    if (!st && !ypath(&doc, "model.params.unet_config") && !ypath(&doc, "model.params.first_stage_config"))
-        st = dfx_error_set(DFX_ERR_FORMAT, "%s: not an ldm config (no model.params.unet_config)", file);
-    if (st || (st = yint(&doc, file, UNET "num_heads", &y->num_heads)) ||
-        (st = yint(&doc, file, UNET "num_head_channels", &y->num_head_channels)) ||
-        (st = yint(&doc, file, UNET "context_dim", &y->context_dim)) ||
-        (st = yint(&doc, file, UNET "transformer_depth", &y->transformer_depth)) ||
-        (st = ystring(&doc, file, UNET "use_linear_in_transformer", linear, sizeof linear)) ||
-        (st = ystring(&doc, file, "model.params.parameterization", y->parameterization,
-                      sizeof y->parameterization)) ||
-        (st = ystring(&doc, file, "model.params.scale_factor", scale, sizeof scale)) ||
-        (st = ystring(&doc, file, "model.params.cond_stage_config.target", y->cond_target,
-                      sizeof y->cond_target)) ||
-        (st = ystring(&doc, file, "model.params.cond_stage_config.params.layer", y->cond_layer,
-                      sizeof y->cond_layer)))
-        goto done;
-#undef UNET
-    if (*linear)
-        y->linear = strcmp(linear, "True") == 0 || strcmp(linear, "true") == 0;
-    if (*scale) {
-        char *end;
-        y->scale_factor = strtod(scale, &end);
-        if (*end || !(y->scale_factor > 0))
-            st = dfx_error_set(DFX_ERR_FORMAT, "%s: 'model.params.scale_factor': expected a positive number, "
-                                               "got '%s'", file, scale);
-    }
-    if (!st && *y->parameterization && strcmp(y->parameterization, "eps") != 0 &&
-        strcmp(y->parameterization, "v") != 0)
-        st = dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: 'model.params.parameterization': '%s' (dfx reads \"eps\" "
-                                                "and \"v\")", file, y->parameterization);
-done:
-    yaml_document_delete(&doc);
-    return st;
-}
-
 /* ---- the config document ---------------------------------------------- */
 
 typedef struct sbuf {
@@ -559,7 +417,7 @@ static int64_t count_of(const dfx_weights *w, const char *fmt)
     }
 }
 
-static dfx_status unet_config(const char *path, const dfx_weights *w, const sf_layout *l, const ldm_yaml *y,
+static dfx_status unet_config(const char *path, const dfx_weights *w, const sf_layout *l, const dfxp_ldm_yaml *y,
                               sbuf *b, dfx_prediction *prediction)
 {
     char name[NAME_MAX_LEN];
@@ -630,7 +488,7 @@ static dfx_status unet_config(const char *path, const dfx_weights *w, const sf_l
     return DFX_OK;
 }
 
-static void vae_config(const dfx_weights *w, const sf_layout *l, const ldm_yaml *y, sbuf *b)
+static void vae_config(const dfx_weights *w, const sf_layout *l, const dfxp_ldm_yaml *y, sbuf *b)
 {
     char name[NAME_MAX_LEN];
     int64_t ch[MAX_LEVELS];
@@ -699,7 +557,7 @@ static bool optional_tensor(sf_kind kind, const char *rest)
 }
 
 /* The structure renaming needs, from the names alone. */
-static dfx_status scan_layout(const dfx_weights *w, const char *path, sf_layout *l, const ldm_yaml *y)
+static dfx_status scan_layout(const dfx_weights *w, const char *path, sf_layout *l, const dfxp_ldm_yaml *y)
 {
     static const char *const prefixes[] = {UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, OPENCLIP_PREFIX};
     const char *prefix = prefixes[l->kind];
@@ -886,16 +744,16 @@ dfx_status dfxp_single_file_open(dfxp_single_file *sf, const char *path, const c
         l.kind = SF_CLIP;
     else
         return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: a single-file checkpoint has no %s", path, folder);
-    ldm_yaml y;
+    dfxp_ldm_yaml y;
     char *found_yaml = config ? NULL : stem_yaml(path);
     const char *yaml = config && !ends_with(config, ".json") ? config : found_yaml;
     const bool json = config && ends_with(config, ".json");
     sbuf b = {0};
     dfx_status st = DFX_OK;
     if (yaml)
-        st = read_yaml(yaml, &y);
+        st = dfxp_ldm_yaml_read(yaml, &y);
     else
-        yaml_defaults(&y);
+        dfxp_ldm_yaml_defaults(&y);
     if (st || (st = dfx_weights_open(&sf->weights, path)))
         goto fail;
     if (l.kind == SF_CLIP && !has_prefix_tensor(sf->weights, CLIP_PREFIX) &&
