@@ -114,6 +114,15 @@ dfx_status dfx__plot_points(unsigned char *rgb, int width, int height, const flo
  * NUL). Errors name the path and the reason. */
 dfx_status dfx__read_file(const char *path, char **data, size_t *len);
 
+/* Gives back to the kernel the whole pages of [p, p + n) that lie in the
+ * read-only file mapping [map, map + map_size); nothing when p is outside
+ * it. The bytes stay readable (the file pages back them), so this only
+ * lowers the resident set once a loader has converted what it read. */
+void dfx__mapping_release(const void *map, size_t map_size, const void *p, size_t n);
+/* The same for a tensor's bytes in a safetensors set's or a torch
+ * checkpoint's mappings (a copy made at open is left alone). */
+void dfx__safetensors_release(const dfx_safetensors *st, const void *p, size_t n);
+
 /* 64-byte aligned allocation for tensor data; size 0 gives a valid pointer. */
 void *dfx__aligned_alloc(size_t size);
 
@@ -243,6 +252,7 @@ dfx_status dfx__torch_open(const char *path, dfx__torch **out);
 dfx_status dfx__torch_open_memory(const char *name, const void *data, size_t size,
                                   dfx__torch **out);
 void dfx__torch_close(dfx__torch *t);
+void dfx__torch_release(const dfx__torch *t, const void *p, size_t n);
 const char *dfx__torch_path(const dfx__torch *t);
 /* "torch zip" or "torch legacy". */
 const char *dfx__torch_format(const dfx__torch *t);

@@ -1,9 +1,11 @@
 /* Whole-file reads and atomic file writes (temporary file + rename), so an
  * interrupted or failed write never leaves a half-written output behind. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -191,4 +193,22 @@ void dfx__outfile_abort(dfx__outfile *f)
     if (f->tmp)
         outfile_remove(f);
     outfile_release(f);
+}
+
+void dfx__mapping_release(const void *map, size_t map_size, const void *p, size_t n)
+{
+    const uintptr_t lo = (uintptr_t)map, hi = lo + map_size;
+    uintptr_t a = (uintptr_t)p, b = a + n;
+    if (!map || a < lo || a >= hi)
+        return;
+    b = b > hi ? hi : b;
+    const long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    const uintptr_t pg = (uintptr_t)page;
+    /* only the pages wholly inside: a neighbour's bytes may not be read yet */
+    a = (a + pg - 1) / pg * pg;
+    b = b / pg * pg;
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
 }

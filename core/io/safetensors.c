@@ -1156,3 +1156,9 @@ dfx_status dfx_safetensors_write(const char *path, int64_t count, const char *co
     }
     return dfx__outfile_commit(&f);
 }
+
+void dfx__safetensors_release(const dfx_safetensors *st, const void *p, size_t n)
+{
+    for (int i = 0; st && i < st->nfiles; i++)
+        dfx__mapping_release(st->files[i].map, st->files[i].map_size, p, n);
+}

@@ -1129,3 +1129,9 @@ dfx_status dfx__torch_open(const char *path, dfx__torch **out)
     *out = t;
     return DFX_OK;
 }
+
+void dfx__torch_release(const dfx__torch *t, const void *p, size_t n)
+{
+    if (t)
+        dfx__mapping_release(t->map, t->map_size, p, n);
+}

@@ -482,6 +482,11 @@ dfx_status dfx__weights_load_alt(dfx_weights *w, const char *const *names, int n
         free(data);
         return st;
     }
+    /* the converted copy is what the model keeps: the file's pages it was
+     * read from need not stay resident beside it (a full-size checkpoint
+     * would otherwise count twice at the peak of loading) */
+    dfx__safetensors_release(w->st, v.data, dfx_tensor_nbytes(&v));
+    dfx__torch_release(w->torch, v.data, dfx_tensor_nbytes(&v));
     mark_used(w, idx);
     *out = data;
     return DFX_OK;
