@@ -22,13 +22,6 @@ static double rel_err(const float *a, const float *b, int64_t n)
     return test_max_abs_diff(a, b, n) / (m > 0 ? m : 1e-30);
 }
 
-static dfx_tensor *read_ref(const dfx_safetensors *st, const char *name)
-{
-    dfx_tensor *t;
-    ck_assert_msg(dfx_safetensors_read(st, name, DFX_DTYPE_F32, &t) == DFX_OK, "%s", dfx_error_message());
-    return t;
-}
-
 static dfx_instance *open_unet(const char *dir)
 {
     char yaml[4300];
@@ -67,7 +60,7 @@ START_TEST(unet_forward)
     dfx_instance *m = open_unet(_i == 2 ? strcat(dir, "/unet") : dir);
     dfx_safetensors *ref;
     ck_assert(dfx_safetensors_open(ref_path, &ref) == DFX_OK);
-    dfx_tensor *x = read_ref(ref, "input_sample");
+    dfx_tensor *x = test_read_f32(ref, "input_sample");
     double worst = 0;
     static const struct {
         const char *name;
@@ -75,7 +68,7 @@ START_TEST(unet_forward)
     } cases[] = {{"out_t0", {0, 0}},           {"out_t10", {10, 10}},   {"out_t500", {500, 500}},
                  {"out_t999", {999, 999}},     {"out_t_batch", {1, 750}}, {"out_t_float_250p5", {250.5, 250.5}}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        dfx_tensor *want = read_ref(ref, cases[c].name), *got = forward(m, x, cases[c].t);
+        dfx_tensor *want = test_read_f32(ref, cases[c].name), *got = forward(m, x, cases[c].t);
         ck_assert(dfx_tensor_same_shape(want, got));
         double e = rel_err(got->data, want->data, dfx_tensor_numel(want));
         ck_assert_msg(e <= 1e-4, "%s %s: error %.3g of max|ref|", models[_i], cases[c].name, e);
@@ -111,7 +104,7 @@ START_TEST(teacher_forced)
     dfx_instance *m = open_unet(dir);
     dfx_safetensors *ref;
     ck_assert(dfx_safetensors_open(ref_path, &ref) == DFX_OK);
-    dfx_tensor *ins = read_ref(ref, "per_step_sample_in"), *outs = read_ref(ref, "per_step_model_output");
+    dfx_tensor *ins = test_read_f32(ref, "per_step_sample_in"), *outs = test_read_f32(ref, "per_step_model_output");
     dfx_tensor *ts;
     ck_assert(dfx_safetensors_read(ref, "timesteps", DFX_DTYPE_F64, &ts) == DFX_OK);
     const int64_t k = ins->shape[0], per_in = dfx_tensor_numel(ins) / k, per_out = dfx_tensor_numel(outs) / k;
@@ -164,7 +157,7 @@ START_TEST(free_running)
     ck_assert(dfx_safetensors_open(trace, &tr) == DFX_OK);
     snprintf(trace, sizeof trace, "%s/out.safetensors", tmp);
     ck_assert(dfx_safetensors_open(trace, &out) == DFX_OK);
-    dfx_tensor *got = read_ref(tr, "samples"), *want = read_ref(ref, "per_step_samples");
+    dfx_tensor *got = test_read_f32(tr, "samples"), *want = test_read_f32(ref, "per_step_samples");
     ck_assert(dfx_tensor_same_shape(got, want));
     double traj = test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want));
     ck_assert_msg(traj <= 1e-3, "%s %s: trajectory off by %.3g", r->model, r->expected, traj);
@@ -172,7 +165,7 @@ START_TEST(free_running)
     dfx_tensor_destroy(want);
     double noise = 0;
     if (dfx_safetensors_has(ref, "step_noise")) {
-        got = read_ref(tr, "step_noise"), want = read_ref(ref, "step_noise");
+        got = test_read_f32(tr, "step_noise"), want = test_read_f32(ref, "step_noise");
         ck_assert(dfx_tensor_same_shape(got, want));
         noise = test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want));
         ck_assert_msg(noise == 0, "%s %s: the drawn noise differs by %.3g", r->model, r->expected, noise);
@@ -182,7 +175,7 @@ START_TEST(free_running)
         ck_assert(!dfx_safetensors_has(tr, "step_noise"));
     }
     /* the image as output_type="np" gives it: (x/2 + 0.5).clamp(0, 1), NHWC */
-    dfx_tensor *x = read_ref(out, "samples"), *img = read_ref(ref, "image_np_nhwc");
+    dfx_tensor *x = test_read_f32(out, "samples"), *img = test_read_f32(ref, "image_np_nhwc");
     const int64_t c = x->shape[1], h = x->shape[2], w = x->shape[3];
     double image = 0;
     for (int64_t ch = 0; ch < c; ch++) {

@@ -167,13 +167,6 @@ static const char *ref_path(const run_case *r)
     return path;
 }
 
-static dfx_tensor *read_t(const dfx_safetensors *st, const char *name)
-{
-    dfx_tensor *t;
-    ck_assert_msg(dfx_safetensors_read(st, name, DFX_DTYPE_F32, &t) == DFX_OK, "%s", dfx_error_message());
-    return t;
-}
-
 static double max_rel(const dfx_tensor *got, const dfx_tensor *want)
 {
     ck_assert(dfx_tensor_same_shape(got, want));
@@ -192,8 +185,8 @@ START_TEST(teacher_forced)
     const dfx_model_ops *ops = dfx_instance_component(m)->ops;
     dfx_safetensors *ref;
     ck_assert(dfx_safetensors_open(ref_path(r), &ref) == DFX_OK);
-    dfx_tensor *in = read_t(ref, "per_step_unet_input"), *want = read_t(ref, "per_step_noise_pred_cfg");
-    dfx_tensor *pos = read_t(ref, "prompt_embeds"), *neg = read_t(ref, "negative_prompt_embeds");
+    dfx_tensor *in = test_read_f32(ref, "per_step_unet_input"), *want = test_read_f32(ref, "per_step_noise_pred_cfg");
+    dfx_tensor *pos = test_read_f32(ref, "prompt_embeds"), *neg = test_read_f32(ref, "negative_prompt_embeds");
     dfx_tensor *ts;
     ck_assert(dfx_safetensors_read(ref, "timesteps", DFX_DTYPE_F64, &ts) == DFX_OK);
     const int64_t steps = in->shape[0], per = dfx_tensor_numel(in) / steps;
@@ -281,7 +274,7 @@ static void check_run(const run_case *r, const char *out_path, const char *trace
     double first = 0, noise = -1;
     if (trace_path) {
         ck_assert(dfx_safetensors_open(trace_path, &tr) == DFX_OK);
-        dfx_tensor *got = read_t(tr, "model_inputs"), *want = read_t(ref, "per_step_unet_input");
+        dfx_tensor *got = test_read_f32(tr, "model_inputs"), *want = test_read_f32(ref, "per_step_unet_input");
         const int64_t per = dfx_tensor_numel(want) / want->shape[0];
         ck_assert_int_eq(got->shape[0], want->shape[0]);
         first = test_max_abs_diff(got->data, want->data, per) / fmax(1, test_max_abs(want->data, per));
@@ -289,7 +282,7 @@ static void check_run(const run_case *r, const char *out_path, const char *trace
         dfx_tensor_destroy(got);
         dfx_tensor_destroy(want);
         if (dfx_safetensors_has(ref, "step_noise")) {
-            got = read_t(tr, "step_noise"), want = read_t(ref, "step_noise");
+            got = test_read_f32(tr, "step_noise"), want = test_read_f32(ref, "step_noise");
             ck_assert(dfx_tensor_same_shape(got, want));
             noise = test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want));
             ck_assert_msg(noise == 0, "%s/%s: the drawn noise differs by %.3g", r->expected, r->name, noise);
@@ -297,14 +290,14 @@ static void check_run(const run_case *r, const char *out_path, const char *trace
             dfx_tensor_destroy(want);
         }
     }
-    dfx_tensor *got = read_t(out, "samples"), *want = read_t(ref, "final_latents");
+    dfx_tensor *got = test_read_f32(out, "samples"), *want = test_read_f32(ref, "final_latents");
     const double lat = r->chaotic ? test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want))
                                   : max_rel(got, want);
     const double lat_tol = r->chaotic ? 1e-2 : 1e-4;
     ck_assert_msg(lat <= lat_tol, "%s/%s: final latents off by %.3g (> %g)", r->expected, r->name, lat, lat_tol);
     dfx_tensor_destroy(got);
     dfx_tensor_destroy(want);
-    got = read_t(out, "image"), want = read_t(ref, "image_np_nhwc");
+    got = test_read_f32(out, "image"), want = test_read_f32(ref, "image_np_nhwc");
     ck_assert(dfx_tensor_same_shape(got, want));
     const double img = test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want));
     const double img_tol = r->chaotic ? 2e-2 : 1e-3;
@@ -440,9 +433,9 @@ START_TEST(img2img_yaml)
     ck_assert_int_eq(ts_got->shape[0], ts_want->shape[0]);
     for (int64_t i = 0; i < ts_want->shape[0]; i++)
         ck_assert_double_eq(((double *)ts_got->data)[i], ((double *)ts_want->data)[i]);
-    dfx_tensor *steps_got = read_t(tr, "samples"), *steps_want = read_t(want_st, "per_step_latents");
+    dfx_tensor *steps_got = test_read_f32(tr, "samples"), *steps_want = test_read_f32(want_st, "per_step_latents");
     const double traj = test_max_abs_diff(steps_got->data, steps_want->data, dfx_tensor_numel(steps_want));
-    dfx_tensor *got = read_t(got_st, "image"), *want = read_t(want_st, "image_np_nhwc");
+    dfx_tensor *got = test_read_f32(got_st, "image"), *want = test_read_f32(want_st, "image_np_nhwc");
     ck_assert(dfx_tensor_same_shape(got, want));
     const double img = test_max_abs_diff(got->data, want->data, dfx_tensor_numel(want));
     ck_assert_msg(traj <= 1e-3 && img <= 1e-3, "img2img: trajectory off by %.3g, image by %.3g", traj, img);

@@ -21,20 +21,6 @@
 
 static dfx_registry *reg;
 
-static dfx_tensor *read_ref(const dfx_safetensors *st, const char *name)
-{
-    dfx_tensor *t;
-    ck_assert_msg(dfx_safetensors_read(st, name, DFX_DTYPE_F32, &t) == DFX_OK, "%s", dfx_error_message());
-    return t;
-}
-
-static dfx_safetensors *open_ref(const char *rel)
-{
-    dfx_safetensors *st;
-    ck_assert_msg(dfx_safetensors_open(test_fixture(rel), &st) == DFX_OK, "%s", dfx_error_message());
-    return st;
-}
-
 static dfx_instance *try_open(const char *opts, dfx_status *status)
 {
     char yaml[8300];
@@ -94,7 +80,7 @@ static void check(const char *what, const float *got, const float *want, int64_t
 
 static void check_ref(const char *what, const dfx_tensor *got, const dfx_safetensors *ref, const char *name)
 {
-    dfx_tensor *want = read_ref(ref, name);
+    dfx_tensor *want = test_read_f32(ref, name);
     ck_assert_int_eq(dfx_tensor_numel(want), dfx_tensor_numel(got));
     check(what, got->data, want->data, dfx_tensor_numel(want));
     dfx_tensor_destroy(want);
@@ -109,8 +95,8 @@ static void forward_cases(const char *model, const char *expected, const char *t
 {
     char rel[256], what[128];
     snprintf(rel, sizeof rel, "%s/unet.safetensors", expected);
-    dfx_safetensors *ref = open_ref(rel);
-    dfx_tensor *x = read_ref(ref, "input_sample"), *ctx = read_ref(ref, "input_encoder_hidden_states");
+    dfx_safetensors *ref = test_open_fixture(rel);
+    dfx_tensor *x = test_read_f32(ref, "input_sample"), *ctx = test_read_f32(ref, "input_encoder_hidden_states");
     dfx_instance *m = open_unet(test_fixture(model), NULL);
 
     dfx_model_info info;
@@ -133,7 +119,7 @@ static void forward_cases(const char *model, const char *expected, const char *t
         dfx_tensor_destroy(got);
     }
     if (float_batch) {
-        dfx_tensor *tf = read_ref(ref, "input_timesteps_float");
+        dfx_tensor *tf = test_read_f32(ref, "input_timesteps_float");
         const double t[2] = {((float *)tf->data)[0], ((float *)tf->data)[1]};
         ck_assert(t[1] == 250.5);
         dfx_tensor *got = predict(m, x, t, ctx);
@@ -142,7 +128,7 @@ static void forward_cases(const char *model, const char *expected, const char *t
         dfx_tensor_destroy(got);
         dfx_tensor_destroy(tf);
     }
-    dfx_tensor *emb = read_ref(ref, text);
+    dfx_tensor *emb = test_read_f32(ref, text);
     const double tt[2] = {text_t, text_t};
     dfx_tensor *got = predict(m, x, tt, emb);
     snprintf(what, sizeof what, "%s %s", model, text_out);
@@ -150,7 +136,7 @@ static void forward_cases(const char *model, const char *expected, const char *t
     dfx_tensor_destroy(got);
 
     /* a batch of one: the first item of out_t500 */
-    dfx_tensor *want = read_ref(ref, "out_t500");
+    dfx_tensor *want = test_read_f32(ref, "out_t500");
     const int64_t s1[4] = {1, 4, 8, 8}, c1[3] = {1, 77, 32};
     dfx_tensor *x1 = new_tensor(4, s1), *ctx1 = new_tensor(3, c1);
     memcpy(x1->data, x->data, dfx_tensor_nbytes(x1));
@@ -200,7 +186,7 @@ static void time_cases(const char *model, const char *expected)
 {
     char rel[256], what[128];
     snprintf(rel, sizeof rel, "%s/unet.safetensors", expected);
-    dfx_safetensors *ref = open_ref(rel);
+    dfx_safetensors *ref = test_open_fixture(rel);
     snprintf(rel, sizeof rel, "%s/unet/diffusion_pytorch_model.safetensors", model);
     dfx_weights *w;
     ck_assert_msg(dfx_weights_open(&w, test_fixture(rel)) == DFX_OK, "%s", dfx_error_message());
@@ -212,14 +198,14 @@ static void time_cases(const char *model, const char *expected)
     const double t[3] = {1, 500, 999};
     float proj[3 * 32], h[3 * 128], emb[3 * 128];
     dfx_nn_timestep_embedding(t, 3, 32, true, 0.0, 1.0, 10000.0, proj);
-    dfx_tensor *want = read_ref(ref, "time_proj_t1_500_999");
+    dfx_tensor *want = test_read_f32(ref, "time_proj_t1_500_999");
     snprintf(what, sizeof what, "%s time_proj_t1_500_999", model);
     check(what, proj, want->data, 3 * 32);
     dfx_tensor_destroy(want);
     dfx_linear_forward(&l1, proj, 3, h);
     dfx_nn_silu(h, 3 * 128);
     dfx_linear_forward(&l2, h, 3, emb);
-    want = read_ref(ref, "time_embedding_t1_500_999");
+    want = test_read_f32(ref, "time_embedding_t1_500_999");
     snprintf(what, sizeof what, "%s time_embedding_t1_500_999", model);
     check(what, emb, want->data, 3 * 128);
     dfx_tensor_destroy(want);
@@ -273,7 +259,7 @@ static char *make_folder(const char *const *edits, const char *drop, const char 
     fputs("  \"_name_or_path\": \"copy of sd_tiny/unet\"\n}\n", f);
     fclose(f);
 
-    dfx_safetensors *st = open_ref("sd_tiny/unet/diffusion_pytorch_model.safetensors");
+    dfx_safetensors *st = test_open_fixture("sd_tiny/unet/diffusion_pytorch_model.safetensors");
     const int64_t n = dfx_safetensors_count(st);
     const char **names = calloc((size_t)n + 1, sizeof *names);
     dfx_tensor **ts = calloc((size_t)n + 1, sizeof *ts);
@@ -283,7 +269,7 @@ static char *make_folder(const char *const *edits, const char *drop, const char 
         if (drop && strcmp(name, drop) == 0)
             continue;
         names[k] = name;
-        ts[k] = read_ref(st, name);
+        ts[k] = test_read_f32(st, name);
         if (halve && strcmp(name, halve) == 0)
             ts[k]->shape[0] /= 2;
         k++;

@@ -22,20 +22,6 @@
 
 static dfx_registry *reg;
 
-static dfx_tensor *read_ref(const dfx_safetensors *st, const char *name)
-{
-    dfx_tensor *t;
-    ck_assert_msg(dfx_safetensors_read(st, name, DFX_DTYPE_F32, &t) == DFX_OK, "%s", dfx_error_message());
-    return t;
-}
-
-static dfx_safetensors *open_ref(const char *rel)
-{
-    dfx_safetensors *st;
-    ck_assert_msg(dfx_safetensors_open(test_fixture(rel), &st) == DFX_OK, "%s", dfx_error_message());
-    return st;
-}
-
 /* A vae instance from YAML options after the type; NULL with the message
  * in dfx_error_message() when init fails. */
 static dfx_instance *try_open(const char *opts, dfx_status *status)
@@ -123,7 +109,7 @@ static char *make_folder(const char *extra, const char *const *drop)
     ck_assert(f != NULL);
     fprintf(f, "%s%s}\n", BASE_CONFIG, extra);
     fclose(f);
-    dfx_safetensors *src = open_ref("sd_tiny/vae/diffusion_pytorch_model.safetensors");
+    dfx_safetensors *src = test_open_fixture("sd_tiny/vae/diffusion_pytorch_model.safetensors");
     const int64_t n = dfx_safetensors_count(src);
     const char **names = calloc((size_t)n, sizeof *names);
     dfx_tensor **ts = calloc((size_t)n, sizeof *ts);
@@ -135,7 +121,7 @@ static char *make_folder(const char *extra, const char *const *drop)
             keep = strncmp(name, drop[j], strlen(drop[j])) != 0;
         if (keep) {
             names[k] = name;
-            ts[k++] = read_ref(src, name);
+            ts[k++] = test_read_f32(src, name);
         }
     }
     ck_assert(drop ? k < n : k == n);
@@ -154,9 +140,9 @@ static char *make_folder(const char *extra, const char *const *drop)
 
 START_TEST(decode_sd_tiny)
 {
-    dfx_safetensors *ref = open_ref("sd_tiny_expected/vae.safetensors");
-    dfx_tensor *z = read_ref(ref, "input_latents"), *want = read_ref(ref, "decode_out"),
-               *want_div = read_ref(ref, "decode_of_latents_div_scaling");
+    dfx_safetensors *ref = test_open_fixture("sd_tiny_expected/vae.safetensors");
+    dfx_tensor *z = test_read_f32(ref, "input_latents"), *want = test_read_f32(ref, "decode_out"),
+               *want_div = test_read_f32(ref, "decode_of_latents_div_scaling");
     dfx_instance *v = open_vae(test_fixture("sd_tiny"), NULL);
     dfx_codec_info info;
     ops_of(v)->info(dfx_instance_priv(v), &info);
@@ -191,7 +177,7 @@ START_TEST(decode_sd_tiny)
     static const char *const drop[] = {"post_quant_conv.", NULL};
     char *dir = make_folder(", \"use_post_quant_conv\": false", drop);
     v = open_vae(dir, "scaling_factor: 1");
-    dfx_tensor *pq = read_ref(ref, "post_quant_conv_out");
+    dfx_tensor *pq = test_read_f32(ref, "post_quant_conv_out");
     got = decode(v, pq);
     check("sd_tiny decode_out from post_quant_conv_out", got->data, want->data, m);
     dfx_tensor_destroy(got);
@@ -210,8 +196,8 @@ END_TEST
 
 START_TEST(decode_sd2_tiny)
 {
-    dfx_safetensors *ref = open_ref("sd2_tiny_expected/vae.safetensors");
-    dfx_tensor *z = read_ref(ref, "input_latents"), *want = read_ref(ref, "decode_of_latents_div_scaling");
+    dfx_safetensors *ref = test_open_fixture("sd2_tiny_expected/vae.safetensors");
+    dfx_tensor *z = test_read_f32(ref, "input_latents"), *want = test_read_f32(ref, "decode_of_latents_div_scaling");
     dfx_instance *v = open_vae(test_fixture("sd2_tiny"), NULL);
     dfx_tensor *got = decode(v, z);
     check("sd2_tiny decode_of_latents_div_scaling", got->data, want->data, dfx_tensor_numel(want));
@@ -254,9 +240,9 @@ static dfx_tensor *sampled_encode(dfx_instance *v, const dfx_tensor *x, uint64_t
 
 START_TEST(encode_sd_tiny)
 {
-    dfx_safetensors *ref = open_ref("sd_tiny_expected/vae.safetensors");
-    dfx_tensor *img = read_ref(ref, "input_image"), *mean = read_ref(ref, "encode_mean"),
-               *std = read_ref(ref, "encode_std"), *h = read_ref(ref, "encoder_out");
+    dfx_safetensors *ref = test_open_fixture("sd_tiny_expected/vae.safetensors");
+    dfx_tensor *img = test_read_f32(ref, "input_image"), *mean = test_read_f32(ref, "encode_mean"),
+               *std = test_read_f32(ref, "encode_std"), *h = test_read_f32(ref, "encoder_out");
     const int64_t k = dfx_tensor_numel(mean);
     dfx_instance *v = open_vae(test_fixture("sd_tiny"), NULL);
 

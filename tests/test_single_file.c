@@ -23,21 +23,6 @@
 
 static dfx_registry *reg;
 
-static dfx_tensor *read_ref(const dfx_safetensors *st, const char *name)
-{
-    dfx_tensor *t;
-    ck_assert_msg(dfx_safetensors_read(st, name, DFX_DTYPE_F32, &t) == DFX_OK, "%s: %s", name,
-                  dfx_error_message());
-    return t;
-}
-
-static dfx_safetensors *open_ref(const char *rel)
-{
-    dfx_safetensors *st;
-    ck_assert_msg(dfx_safetensors_open(test_fixture(rel), &st) == DFX_OK, "%s", dfx_error_message());
-    return st;
-}
-
 static char *fixture_dup(const char *rel)
 {
     return strdup(test_fixture(rel));
@@ -92,8 +77,8 @@ static float *unet_outputs(const char *opts, const char *expected, dfx_predictio
 {
     char rel[256], what[300];
     snprintf(rel, sizeof rel, "%s/unet.safetensors", expected);
-    dfx_safetensors *ref = open_ref(rel);
-    dfx_tensor *x = read_ref(ref, "input_sample"), *ctx = read_ref(ref, "input_encoder_hidden_states");
+    dfx_safetensors *ref = test_open_fixture(rel);
+    dfx_tensor *x = test_read_f32(ref, "input_sample"), *ctx = test_read_f32(ref, "input_encoder_hidden_states");
     dfx_instance *m = open_ok(DFX_KIND_MODEL, "sd_unet", opts);
     const dfx_model_ops *ops = dfx_instance_component(m)->ops;
     dfx_model_info info;
@@ -111,7 +96,7 @@ static float *unet_outputs(const char *opts, const char *expected, dfx_predictio
         ck_assert_msg(ops->predict(dfx_instance_priv(m), &in, out) == DFX_OK, "%s", dfx_error_message());
         char name[32];
         snprintf(name, sizeof name, "out_t%d", ts[i]);
-        dfx_tensor *want = read_ref(ref, name);
+        dfx_tensor *want = test_read_f32(ref, name);
         snprintf(what, sizeof what, "%s unet %s", expected, name);
         check(what, out->data, want->data, n);
         memcpy(all + i * n, out->data, (size_t)n * sizeof *all);
@@ -131,10 +116,10 @@ static float *vae_outputs(const char *opts, const char *expected, bool encode)
 {
     char rel[256], what[300];
     snprintf(rel, sizeof rel, "%s/vae.safetensors", expected);
-    dfx_safetensors *ref = open_ref(rel);
+    dfx_safetensors *ref = test_open_fixture(rel);
     dfx_instance *v = open_ok(DFX_KIND_CODEC, "vae", opts);
     const dfx_codec_ops *ops = dfx_instance_component(v)->ops;
-    dfx_tensor *z = read_ref(ref, "input_latents"), *want = read_ref(ref, "decode_of_latents_div_scaling");
+    dfx_tensor *z = test_read_f32(ref, "input_latents"), *want = test_read_f32(ref, "decode_of_latents_div_scaling");
     dfx_tensor *img = new_tensor(4, want->shape);
     ck_assert_msg(ops->decode(dfx_instance_priv(v), z, img) == DFX_OK, "%s", dfx_error_message());
     snprintf(what, sizeof what, "%s vae decode", expected);
@@ -143,7 +128,7 @@ static float *vae_outputs(const char *opts, const char *expected, bool encode)
     float *all = malloc((size_t)(nd + ne) * sizeof *all);
     memcpy(all, img->data, (size_t)nd * sizeof *all);
     if (encode) {
-        dfx_tensor *x = read_ref(ref, "input_image"), *mean = read_ref(ref, "encode_mean");
+        dfx_tensor *x = test_read_f32(ref, "input_image"), *mean = test_read_f32(ref, "encode_mean");
         dfx_tensor *lat = new_tensor(4, z->shape);
         ck_assert_msg(ops->encode(dfx_instance_priv(v), x, NULL, lat) == DFX_OK, "%s", dfx_error_message());
         float *m = mean->data;
@@ -184,8 +169,8 @@ static float *text_outputs(const char *opts, const char *expected, const char *t
     dfx_conditioning out = {0};
     ck_assert_msg(ops->encode(dfx_instance_priv(c), 1, true, &out) == DFX_OK, "%s", dfx_error_message());
     snprintf(rel, sizeof rel, "%s/text_encoder.safetensors", expected);
-    dfx_safetensors *ref = open_ref(rel);
-    dfx_tensor *want = read_ref(ref, "last_hidden_state");
+    dfx_safetensors *ref = test_open_fixture(rel);
+    dfx_tensor *want = test_read_f32(ref, "last_hidden_state");
     const int64_t n = want->shape[1] * want->shape[2];
     ck_assert_int_eq(dfx_tensor_numel(out.context), n);
     snprintf(what, sizeof what, "%s text states (prompt)", expected);
@@ -293,7 +278,7 @@ static void add_mapped(tensor_list *l, const char *rel, const char *component, c
                   dfx_error_message());
     const dfx_json *map = dfx_json_get(dfx_json_get(index, "key_mapping_diffusers_to_original"), component);
     ck_assert_ptr_nonnull(map);
-    dfx_safetensors *src = open_ref(rel);
+    dfx_safetensors *src = test_open_fixture(rel);
     ck_assert_int_eq(dfx_safetensors_count(src), dfx_json_size(map));
     for (int64_t i = 0; i < dfx_safetensors_count(src); i++) {
         const char *name = dfx_safetensors_name(src, i);
@@ -301,7 +286,7 @@ static void add_mapped(tensor_list *l, const char *rel, const char *component, c
         ck_assert_msg(orig != NULL, "%s: no original name", name);
         if (skip && strcmp(orig, skip) == 0)
             continue;
-        dfx_tensor *t = read_ref(src, name);
+        dfx_tensor *t = test_read_f32(src, name);
         if (strstr(orig, ".attn_1.") && t->ndim == 2) {
             t->ndim = 4;
             t->shape[2] = t->shape[3] = 1;
@@ -325,22 +310,22 @@ static void add_openclip(tensor_list *l)
         {"mlp.fc1.weight", "mlp.c_fc.weight"},         {"mlp.fc1.bias", "mlp.c_fc.bias"},
         {"mlp.fc2.weight", "mlp.c_proj.weight"},       {"mlp.fc2.bias", "mlp.c_proj.bias"},
     };
-    dfx_safetensors *src = open_ref("sd2_tiny/text_encoder/model.safetensors");
+    dfx_safetensors *src = test_open_fixture("sd2_tiny/text_encoder/model.safetensors");
     char from[256], to[256];
     snprintf(to, sizeof to, "%stoken_embedding.weight", P);
-    add(l, to, read_ref(src, "text_model.embeddings.token_embedding.weight"));
+    add(l, to, test_read_f32(src, "text_model.embeddings.token_embedding.weight"));
     snprintf(to, sizeof to, "%spositional_embedding", P);
-    add(l, to, read_ref(src, "text_model.embeddings.position_embedding.weight"));
+    add(l, to, test_read_f32(src, "text_model.embeddings.position_embedding.weight"));
     snprintf(to, sizeof to, "%sln_final.weight", P);
-    add(l, to, read_ref(src, "text_model.final_layer_norm.weight"));
+    add(l, to, test_read_f32(src, "text_model.final_layer_norm.weight"));
     snprintf(to, sizeof to, "%sln_final.bias", P);
-    add(l, to, read_ref(src, "text_model.final_layer_norm.bias"));
+    add(l, to, test_read_f32(src, "text_model.final_layer_norm.bias"));
     for (int layer = 0; layer < 3; layer++) {
         const int from_layer = layer < 2 ? layer : 0;
         for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
             snprintf(from, sizeof from, "text_model.encoder.layers.%d.%s", from_layer, parts[i][0]);
             snprintf(to, sizeof to, "%stransformer.resblocks.%d.%s", P, layer, parts[i][1]);
-            dfx_tensor *t = read_ref(src, from);
+            dfx_tensor *t = test_read_f32(src, from);
             if (layer == 2) {
                 float *d = t->data;
                 const int64_t n = dfx_tensor_numel(t);
@@ -356,11 +341,11 @@ static void add_openclip(tensor_list *l)
         for (int k = 0; k < 2; k++) {
             dfx_tensor *q, *kk, *v, *fused;
             snprintf(from, sizeof from, "text_model.encoder.layers.%d.self_attn.q_proj.%s", from_layer, leaves[k]);
-            q = read_ref(src, from);
+            q = test_read_f32(src, from);
             snprintf(from, sizeof from, "text_model.encoder.layers.%d.self_attn.k_proj.%s", from_layer, leaves[k]);
-            kk = read_ref(src, from);
+            kk = test_read_f32(src, from);
             snprintf(from, sizeof from, "text_model.encoder.layers.%d.self_attn.v_proj.%s", from_layer, leaves[k]);
-            v = read_ref(src, from);
+            v = test_read_f32(src, from);
             int64_t shape[2] = {3 * q->shape[0], q->ndim == 2 ? q->shape[1] : 0};
             fused = new_tensor(q->ndim, shape);
             const size_t part = dfx_tensor_nbytes(q);

@@ -111,6 +111,24 @@ static inline int test_run(char *const argv[], char **out, char **err)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* A fixture safetensors file (rel to the fixtures folder), opened or the
+ * test fails with the reader's message. */
+static inline dfx_safetensors *test_open_fixture(const char *rel)
+{
+    dfx_safetensors *st;
+    ck_assert_msg(dfx_safetensors_open(test_fixture(rel), &st) == DFX_OK, "%s", dfx_error_message());
+    return st;
+}
+
+/* Tensor name of st as float32, or the test fails naming it. */
+static inline dfx_tensor *test_read_f32(const dfx_safetensors *st, const char *name)
+{
+    dfx_tensor *t;
+    ck_assert_msg(dfx_safetensors_read(st, name, DFX_DTYPE_F32, &t) == DFX_OK, "%s: %s", name,
+                  dfx_error_message());
+    return t;
+}
+
 /* Largest |a[i] - b[i]| over n floats (NaN counts as infinite). */
 static inline double test_max_abs_diff(const float *a, const float *b, int64_t n)
 {
