@@ -1722,7 +1722,7 @@ static dfx_status run_schedule(dfx_pipeline *p)
         const dfx_level *l = &s.levels[i];
         double nn = l->alpha * l->alpha + l->sigma * l->sigma;
         printf("%6lld %14.6f %14.9f %14.9f %14.6g %16.10g%s\n", (long long)i, l->t_model, l->alpha, l->sigma,
-               l->alpha > 0 ? l->sigma / l->alpha : INFINITY, l->alpha * l->alpha / nn, i == n ? "  (end)" : "");
+               dfx__level_sigma(l), l->alpha * l->alpha / nn, i == n ? "  (end)" : "");
     }
     if (p->output.path) {
         /* diffusers' names: timesteps, sigmas (k-diffusion form, ending in
@@ -1737,7 +1737,7 @@ static dfx_status run_schedule(dfx_pipeline *p)
                 const dfx_level *l = &s.levels[i];
                 if (i < n)
                     ((double *)t->data)[i] = l->t_model;
-                ((double *)sig->data)[i] = l->alpha > 0 ? l->sigma / l->alpha : INFINITY;
+                ((double *)sig->data)[i] = dfx__level_sigma(l);
                 ((double *)ab->data)[i] = l->alpha * l->alpha / (l->alpha * l->alpha + l->sigma * l->sigma);
             }
             if (s.train_steps)

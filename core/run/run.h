@@ -3,12 +3,20 @@
 #ifndef DFX_CORE_RUN_H
 #define DFX_CORE_RUN_H
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 
 #include "core/base/node.h"
 #include "dfx/pipeline.h"
 #include "dfx/plugin.h"
+
+/* sigma / alpha of a level: its noise level in the variance-exploding form
+ * (infinite at pure noise), what models receive as dfx_model_input.sigma. */
+static inline double dfx__level_sigma(const dfx_level *l)
+{
+    return l->alpha > 0 ? l->sigma / l->alpha : INFINITY;
+}
 
 /* ---- trace: named series of tensors stacked along a new first axis ---- */
 

@@ -196,7 +196,7 @@ dfx_status dfx_guiding_model(dfx_guiding *g, const dfx_tensor *x, const dfx_leve
     const int64_t batch = x->shape[0];
     if (batch * 2 != g->in2->shape[0] || dfx_tensor_numel(x) * 2 != dfx_tensor_numel(g->in2))
         return dfx_error_set(DFX_ERR_INVALID_ARG, "guidance: the model input does not have the run's shape");
-    const double t = lv->t_model, sv = lv->alpha > 0 ? lv->sigma / lv->alpha : INFINITY;
+    const double t = lv->t_model, sv = dfx__level_sigma(lv);
     for (int64_t i = 0; i < 2 * batch; i++) {
         g->t2[i] = t;
         g->s2[i] = sv;
@@ -301,7 +301,7 @@ dfx_status dfx_sampling_denoise(dfx_sampling *s, const dfx_tensor *x, const dfx_
     }
     for (int64_t i = 0; i < batch; i++) {
         s->tvec[i] = lv->t_model;
-        s->svec[i] = lv->alpha > 0 ? lv->sigma / lv->alpha : INFINITY;
+        s->svec[i] = dfx__level_sigma(lv);
     }
     if ((st = evaluate(s, lv)))
         return st;
