@@ -783,7 +783,7 @@ static const dfx_model_ops sd_unet_ops = {
 };
 
 static const dfx_component sd_unet_component = {
-    DFX_KIND_MODEL, "sd_unet", "Stable Diffusion's UNet2DConditionModel (SD 1.x / 2.x) from a diffusers folder",
+    DFX_KIND_MODEL, "sd_unet", "Stable Diffusion's UNet2DConditionModel (SD 1.x / 2.x): single files or diffusers folders",
     sizeof(sd_unet), sd_unet_options, sd_unet_init, sd_unet_fini, &sd_unet_ops,
 };
 
