@@ -57,7 +57,7 @@ START_TEST(bad_options)
     expect_set_error("scheduler.zero_snr=yes", "option 'zero_snr': expected true or false, found a string 'yes'");
     expect_set_error("model.function=foo", "'foo' is not one of: fixture_eps");
     expect_set_error("dfx=2", "option 'dfx': 2 is out of range [1, 1]");
-    expect_set_error("pipeline=samples", "'samples' is not one of: sample, schedule (did you mean 'sample'?)");
+    expect_set_error("pipeline=samples", "'samples' is not one of: sample, schedule, train (did you mean 'sample'?)");
     expect_set_error("seed=-1", "option 'seed': -1 is out of range");
     expect_set_error("shape=[1,a]", "option 'shape': expected an integer, found a string 'a'");
     expect_set_error("shapee=1", "--set shapee=1: unknown key 'shapee' (did you mean 'shape'?)");

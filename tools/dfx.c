@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dfx/dfx.h"
+#include "dfx/metrics.h"
 #include "dfx/pipeline.h"
 #include "dfx_config.h"
 
@@ -27,10 +28,26 @@ static const char usage_text[] =
     "  run IMAGE.png [--set key.path=value]... [--seed N] ...\n"
     "                      re-run the pipeline stored in a PNG that dfx made (into NAME-rerun.png when it\n"
     "                      would write over the image)\n"
+    "  train PIPELINE.yaml [--resume] [--set key.path=value]... [--seed N] [--dry-run] [--quiet]\n"
+    "                      train the model of a `pipeline: train` file, writing checkpoints (a diffusers\n"
+    "                      folder) to output.path; --resume continues from the checkpoint there, as if\n"
+    "                      never interrupted\n"
+    "  eval fid A [B] [--classifier DIR] [--batch N] [--limit N] [--save-stats FILE]\n"
+    "                      Frechet distance between two image sets in a classifier's feature space (A, B: a\n"
+    "                      folder of PNGs, an idx file, a .safetensors file of dfx run, or FID statistics\n"
+    "                      saved by --save-stats, which stores A's; images smaller than the classifier's\n"
+    "                      are padded with -1, as 28x28 Fashion-MNIST is to 32x32)\n"
+    "  eval is A [--classifier DIR] [--splits N] [--batch N] [--limit N]\n"
+    "                      Inception Score of an image set from the classifier's class probabilities\n"
+    "  eval accuracy IMAGES LABELS [--classifier DIR] [--batch N] [--limit N]\n"
+    "                      a classifier's top-1 accuracy on idx images and labels, overall and per class\n"
+    "                      (the classifier: a folder `dfx train` wrote; default models/fashion-classifier)\n"
     "  list [KIND]         list components (KIND: scheduler, sampler, model, conditioner, guidance, codec)\n"
     "  describe KIND NAME  print a component's options: name, type, default, range/choices, help\n"
     "  inspect FILE        list a checkpoint's tensors, dtypes and shapes (.safetensors with its\n"
     "                      metadata, or a torch .ckpt/.pt/.pth/.bin, read without running its pickle)\n"
+    "  convert IN.safetensors OUT.safetensors [--dtype F16|BF16|F32]\n"
+    "                      rewrite a checkpoint's floating-point tensors in another dtype\n"
     "  schedule CONFIG [--steps N] [--dump FILE.safetensors] [--set key.path=value]...\n"
     "                      print the noise schedule of a diffusers scheduler_config.json or a pipeline\n"
     "  tokenize MODEL PROMPT [--no-ftfy]\n"
@@ -206,10 +223,10 @@ static dfx_status rerun_output(const char *image, const char *stored, char **tar
     return st;
 }
 
-static int cmd_run(int argc, char **argv)
+static int cmd_run(int argc, char **argv, bool train)
 {
     const char *file = NULL, *trace = NULL;
-    bool dry = false, quiet = false;
+    bool dry = false, quiet = false, resume = false;
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     char seedbuf[64];
     int nsets = 0;
@@ -231,10 +248,12 @@ static int cmd_run(int argc, char **argv)
             dry = true;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = true;
-        } else if (!strcmp(argv[i], "--trace")) {
+        } else if (!strcmp(argv[i], "--trace") && !train) {
             trace = need_arg(argc, argv, &i);
+        } else if (!strcmp(argv[i], "--resume") && train) {
+            resume = true;
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            die_usage("run: unknown option '%s'", argv[i]);
+            die_usage(train ? "train: unknown option '%s'" : "run: unknown option '%s'", argv[i]);
         } else if (!file) {
             file = argv[i];
         } else {
@@ -242,7 +261,8 @@ static int cmd_run(int argc, char **argv)
         }
     }
     if (!file)
-        die_usage("%s", "run: which pipeline? (dfx run PIPELINE.yaml)");
+        die_usage("%s", train ? "train: which pipeline? (dfx train PIPELINE.yaml)"
+                              : "run: which pipeline? (dfx run PIPELINE.yaml)");
 
     dfx_pipeline *p;
     const bool image = is_png_file(file);
@@ -272,6 +292,13 @@ static int cmd_run(int argc, char **argv)
     }
     int rc = apply_overrides(p, sets, nsets);
     free(sets);
+    const char *task = dfx_pipeline_get(p, "pipeline");
+    if (!rc && train != (task && !strcmp(task, "train"))) {
+        fprintf(stderr, "dfx: %s: %s\n", file,
+                train ? "not a training pipeline (pipeline: train); run it with `dfx run`"
+                      : "a training pipeline (pipeline: train): run it with `dfx train`");
+        rc = EXIT_USAGE;
+    }
     dfx_registry *reg = NULL;
     if (!rc) {
         reg = open_registry();
@@ -298,6 +325,7 @@ static int cmd_run(int argc, char **argv)
         rp.trace_path = trace;
         rp.progress = quiet ? NULL : stderr;
         rp.progress_tty = isatty(STDERR_FILENO);
+        rp.resume = resume;
         install_sigint();
         st = dfx_pipeline_run(p, &rp);
         rc = st ? fail(st) : 0;
@@ -363,6 +391,68 @@ static int cmd_describe(int argc, char **argv)
 /* Lists a checkpoint through dfx_weights, so that every format it reads is
  * listed the same way; a safetensors file's metadata comes from its own
  * reader. */
+/* Rewrites a checkpoint's floating-point tensors in another dtype (F16 to
+ * ship trained weights at half the size); other tensors and the metadata
+ * are copied as they are. */
+static int cmd_convert(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL, *dtype_name = "F16";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--dtype"))
+            dtype_name = need_arg(argc, argv, &i);
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("convert: unknown option '%s'", argv[i]);
+        else if (!in)
+            in = argv[i];
+        else if (!out)
+            out = argv[i];
+        else
+            die_usage("convert: unexpected argument '%s'", argv[i]);
+    }
+    if (!in || !out)
+        die_usage("%s", "convert needs IN.safetensors and OUT.safetensors");
+    dfx_dtype dtype;
+    if (!dfx_dtype_parse(dtype_name, &dtype) ||
+        (dtype != DFX_DTYPE_F16 && dtype != DFX_DTYPE_BF16 && dtype != DFX_DTYPE_F32))
+        die_usage("convert: --dtype '%s': expected F16, BF16 or F32", dtype_name);
+    dfx_safetensors *f;
+    dfx_status st = dfx_safetensors_open(in, &f);
+    if (st)
+        return fail(st);
+    const int64_t n = dfx_safetensors_count(f), m = dfx_safetensors_metadata_count(f);
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    dfx_tensor **ts = calloc((size_t)n + 1, sizeof *ts);
+    const char **keys = calloc((size_t)m + 1, sizeof *keys), **vals = calloc((size_t)m + 1, sizeof *vals);
+    if (!names || !ts || !keys || !vals)
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    for (int64_t i = 0; !st && i < n; i++) {
+        dfx_tensor v;
+        names[i] = dfx_safetensors_name(f, i);
+        if (!(st = dfx_safetensors_view(f, names[i], &v))) {
+            const bool flt = v.dtype == DFX_DTYPE_F32 || v.dtype == DFX_DTYPE_F16 ||
+                             v.dtype == DFX_DTYPE_BF16 || v.dtype == DFX_DTYPE_F64;
+            st = dfx_tensor_convert(&v, flt ? dtype : v.dtype, &ts[i]);
+        }
+    }
+    for (int64_t i = 0; !st && i < m; i++) {
+        keys[i] = dfx_safetensors_metadata_key(f, i);
+        vals[i] = dfx_safetensors_metadata(f, keys[i]);
+    }
+    if (!st)
+        st = dfx_safetensors_write(out, n, names, (const dfx_tensor *const *)ts, m, keys, vals);
+    for (int64_t i = 0; ts && i < n; i++)
+        dfx_tensor_destroy(ts[i]);
+    free(ts);
+    free(names);
+    free(keys);
+    free(vals);
+    dfx_safetensors_close(f);
+    if (st)
+        return fail(st);
+    printf("%s: %lld tensors, floating point as %s\n", out, (long long)n, dfx_dtype_name(dtype));
+    return 0;
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
     if (argc != 2)
@@ -555,6 +645,189 @@ static int cmd_tokenize(int argc, char **argv)
     return 0;
 }
 
+/* ---- dfx eval ------------------------------------------------------------ */
+
+#define DEFAULT_CLASSIFIER "models/fashion-classifier"
+
+static int64_t count_arg(const char *opt, const char *v, int64_t min)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || end == v || n < min) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s: '%%s' is not an integer >= %lld", opt, (long long)min);
+        die_usage(msg, v);
+    }
+    return n;
+}
+
+/* The classifier instance over the checkpoint folder dir. */
+static dfx_status open_classifier(dfx_registry *reg, const char *dir, bool given, dfx_instance **out,
+                                  dfx_model_info *info)
+{
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/classifier/model.safetensors", dir);
+    if (given && !is_dir(dir))
+        return dfx_error_set(DFX_ERR_NOT_FOUND, "--classifier %s: no such folder (give the folder `dfx train` "
+                                                "wrote for a classifier, or its classifier/)", dir);
+    if (!given && access(probe, F_OK) != 0)
+        return dfx_error_set(DFX_ERR_NOT_FOUND,
+                             "no trained classifier in %s (the default, relative to the current folder): pass "
+                             "--classifier DIR, or train one with `dfx train "
+                             "pipelines/train_fashion_classifier.yaml` and copy its output there", dir);
+    /* a YAML single-quoted scalar: quotes doubled */
+    size_t n = strlen(dir);
+    char *yaml = malloc(2 * n + 64);
+    if (!yaml)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    char *q = yaml + sprintf(yaml, "{type: classifier, path: '");
+    for (const char *c = dir; *c; c++)
+        if ((*q++ = *c) == '\'')
+            *q++ = '\'';
+    strcpy(q, "'}");
+    dfx_status st = dfx_instance_create(out, reg, DFX_KIND_MODEL, yaml, "--classifier");
+    free(yaml);
+    if (!st && (st = dfx_classifier_info(*out, info))) {
+        dfx_instance_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* The FID statistics of A or B: a statistics file as saved, else the
+ * classifier's features of the images. */
+static dfx_status eval_stats(dfx_instance *cls, const dfx_model_info *info, const char *path,
+                             dfx_classify_params *cp, dfx_fid_stats *s, bool *from_file)
+{
+    *from_file = dfx_fid_stats_is_file(path);
+    if (*from_file) {
+        dfx_status st = dfx_fid_stats_load(s, path);
+        if (!st && s->d != info->features)
+            st = dfx_error_set(DFX_ERR_INVALID_ARG, "%s: statistics of %lld features; the classifier gives %lld "
+                                                    "(saved with another one?)",
+                               path, (long long)s->d, (long long)info->features);
+        return st;
+    }
+    dfx_image_set *set;
+    dfx_status st = dfx_image_set_open(path, NULL, &set);
+    if (!st)
+        st = dfx_classifier_fid_stats(cls, set, cp, s);
+    dfx_image_set_destroy(set);
+    return st;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    if (argc < 2)
+        die_usage("%s", "eval needs a metric: fid, is or accuracy");
+    const char *metric = argv[1];
+    const bool fid = !strcmp(metric, "fid"), is = !strcmp(metric, "is"), acc = !strcmp(metric, "accuracy");
+    if (!fid && !is && !acc)
+        die_usage("eval: unknown metric '%s' (fid, is, accuracy)", metric);
+    const char *dir = DEFAULT_CLASSIFIER, *save = NULL, *args[2] = {NULL, NULL};
+    bool given = false;
+    int nargs = 0;
+    dfx_classify_params cp;
+    dfx_classify_params_init(&cp);
+    int64_t splits = 10;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--classifier")) {
+            dir = need_arg(argc, argv, &i);
+            given = true;
+        } else if (!strcmp(argv[i], "--batch")) {
+            cp.batch = count_arg("--batch", need_arg(argc, argv, &i), 1);
+        } else if (!strcmp(argv[i], "--limit")) {
+            cp.limit = count_arg("--limit", need_arg(argc, argv, &i), 1);
+        } else if (!strcmp(argv[i], "--splits") && is) {
+            splits = count_arg("--splits", need_arg(argc, argv, &i), 1);
+        } else if (!strcmp(argv[i], "--save-stats") && fid) {
+            save = need_arg(argc, argv, &i);
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            die_usage("eval: unknown option '%s'", argv[i]);
+        } else if (nargs < (is ? 1 : 2)) {
+            args[nargs++] = argv[i];
+        } else {
+            die_usage("eval: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (fid && (nargs < 1 || (nargs < 2 && !save)))
+        die_usage("%s", "eval fid needs two image sets A and B (or A and --save-stats FILE)");
+    if (is && nargs != 1)
+        die_usage("%s", "eval is needs one image set");
+    if (acc && nargs != 2)
+        die_usage("%s", "eval accuracy needs IMAGES and LABELS (idx files)");
+
+    /* Ctrl-C while loading stops the pass at its first batch */
+    install_sigint();
+    dfx_registry *reg = open_registry();
+    dfx_instance *cls = NULL;
+    dfx_model_info info;
+    dfx_status st = open_classifier(reg, dir, given, &cls, &info);
+    cp.progress = stderr;
+    cp.progress_tty = isatty(STDERR_FILENO);
+    if (!st && fid) {
+        dfx_fid_stats s[2] = {{0}, {0}};
+        bool file[2] = {false, false};
+        for (int k = 0; !st && k < nargs; k++) {
+            cp.label = k ? "features of B" : "features of A";
+            st = eval_stats(cls, &info, args[k], &cp, &s[k], &file[k]);
+        }
+        if (!st && save && !(st = dfx_fid_stats_save(&s[0], save)))
+            fprintf(stderr, "dfx: saved the statistics of %s (%lld images) to %s\n", args[0], (long long)s[0].n,
+                    save);
+        double v = NAN;
+        if (!st && nargs == 2 && !(st = dfx_fid_compute(&s[0], &s[1], &v)))
+            printf("FID %.6g (A: %lld images%s, B: %lld images%s; features: dfx classifier %s, %lld-d)\n", v,
+                   (long long)s[0].n, file[0] ? " as saved statistics" : "", (long long)s[1].n,
+                   file[1] ? " as saved statistics" : "", dir, (long long)info.features);
+        dfx_fid_stats_fini(&s[0]);
+        dfx_fid_stats_fini(&s[1]);
+    } else if (!st && is) {
+        dfx_image_set *set = NULL;
+        float *probs = NULL;
+        if (!(st = dfx_image_set_open(args[0], NULL, &set))) {
+            const int64_t count = dfx_image_set_count(set);
+            const int64_t n = cp.limit > 0 && cp.limit < count ? cp.limit : count;
+            double mean, std;
+            cp.label = "probabilities";
+            if (!(probs = malloc((size_t)(n * info.classes) * sizeof *probs)))
+                st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for %lld images", (long long)n);
+            if (!st && !(st = dfx_classifier_run(cls, set, &cp, NULL, probs)) &&
+                !(st = dfx_inception_score_compute(probs, n, info.classes, splits, &mean, &std)))
+                printf("IS %.4f \u00b1 %.4f (%lld images, %lld splits; classifier %s, %lld classes)\n", mean, std,
+                       (long long)n, (long long)splits, dir, (long long)info.classes);
+        }
+        free(probs);
+        dfx_image_set_destroy(set);
+    } else if (!st && acc) {
+        dfx_image_set *set = NULL;
+        int64_t *conf = NULL, correct = 0, total = 0;
+        cp.label = "images";
+        if (!(conf = calloc((size_t)(info.classes * info.classes), sizeof *conf)))
+            st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        if (!st && !(st = dfx_image_set_open(args[0], args[1], &set)) &&
+            !(st = dfx_classifier_accuracy(cls, set, &cp, &correct, &total, conf))) {
+            printf("accuracy %.4f (%lld of %lld images; classifier %s)\n", (double)correct / (double)total,
+                   (long long)correct, (long long)total, dir);
+            for (int64_t k = 0; k < info.classes; k++) {
+                int64_t row = 0;
+                for (int64_t j = 0; j < info.classes; j++)
+                    row += conf[k * info.classes + j];
+                if (row)
+                    printf("  class %lld: %.4f (%lld of %lld)\n", (long long)k,
+                           (double)conf[k * info.classes + k] / (double)row, (long long)conf[k * info.classes + k],
+                           (long long)row);
+            }
+        }
+        free(conf);
+        dfx_image_set_destroy(set);
+    }
+    dfx_instance_destroy(cls);
+    dfx_registry_destroy(reg);
+    return st ? fail(st) : 0;
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -573,13 +846,19 @@ int main(int argc, char **argv)
     int sub_argc = argc - i;
     char **sub_argv = argv + i;
     if (!strcmp(cmd, "run"))
-        return cmd_run(sub_argc, sub_argv);
+        return cmd_run(sub_argc, sub_argv, false);
+    if (!strcmp(cmd, "train"))
+        return cmd_run(sub_argc, sub_argv, true);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(sub_argc, sub_argv);
     if (!strcmp(cmd, "list"))
         return cmd_list(sub_argc, sub_argv);
     if (!strcmp(cmd, "describe"))
         return cmd_describe(sub_argc, sub_argv);
     if (!strcmp(cmd, "inspect"))
         return cmd_inspect(sub_argc, sub_argv);
+    if (!strcmp(cmd, "convert"))
+        return cmd_convert(sub_argc, sub_argv);
     if (!strcmp(cmd, "schedule"))
         return cmd_schedule(sub_argc, sub_argv);
     if (!strcmp(cmd, "tokenize"))

@@ -152,6 +152,11 @@ static dfx_status check_ops(const dfx_component *c)
             return dfx_error_set(DFX_ERR_PLUGIN, "model '%s': ops.info is NULL (required)", c->name);
         if (!m->predict)
             return dfx_error_set(DFX_ERR_PLUGIN, "model '%s': ops.predict is NULL (required)", c->name);
+        const int train = !!m->train_params + !!m->train_forward + !!m->params_changed + !!m->save_config;
+        if (train != 0 && train != 4)
+            return dfx_error_set(DFX_ERR_PLUGIN,
+                                 "model '%s': has %d of the 4 training ops (train_params, train_forward, "
+                                 "params_changed, save_config): all or none", c->name, train);
         break;
     }
     case DFX_KIND_CONDITIONER:

@@ -15,7 +15,7 @@
 #include "core/run/run.h"
 #include "dfx/safetensors.h"
 
-enum { TASK_SAMPLE, TASK_SCHEDULE };
+enum { TASK_SAMPLE, TASK_SCHEDULE, TASK_TRAIN };
 enum { NOISE_SHARED, NOISE_PER_IMAGE };
 enum { SCALE_AUTO, SCALE_UNIT, SCALE_SIGMA };
 
@@ -54,9 +54,10 @@ typedef struct init_opts {
 
 typedef struct output_opts {
     char *path;
+    int64_t grid;
 } output_opts;
 
-static const char *const task_names[] = {"sample", "schedule", NULL};
+static const char *const task_names[] = {"sample", "schedule", "train", NULL};
 static const char *const noise_names[] = {"shared", "per_image", NULL};
 static const char *const scale_names[] = {"auto", "unit", "sigma", NULL};
 static const char *const prediction_names[] = {"auto", "epsilon", "v_prediction", "sample", "score", NULL};
@@ -71,7 +72,8 @@ static const char *const prediction_names[] = {"auto", "epsilon", "v_prediction"
 static const dfx_option task_options[] = {
     REQUIRED_INT("dfx", offsetof(task_opts, dfx), 1, 1, 1, "pipeline schema version; this dfx reads 1"),
     REQUIRED_ENUM("pipeline", offsetof(task_opts, pipeline), task_names,
-                  "the task: sample (draw samples) or schedule (plan the noise schedule only)"),
+                  "the task: sample (draw samples), schedule (plan the noise schedule only) or train (`dfx train`: "
+                  "fit the model to the data section's items)"),
     DFX_OPTION_INT("seed", offsetof(task_opts, seed), 0, 0, 9223372036854775807.0,
                    "seed of the run's generator (torch.manual_seed)"),
     DFX_OPTION_INTS("shape", offsetof(task_opts, shape), 1, 1e9,
@@ -150,6 +152,9 @@ static const dfx_option output_options[] = {
                     "where the result goes: .safetensors (tensor 'samples', and 'image' [B, H, W, C] in "
                     "[0, 1] for images), .png (images [B, C, H, W], C = 1 or 3: one file each, NAME-0000.png "
                     "... when B > 1; 2-D points: a scatter plot)"),
+    DFX_OPTION_INT("grid", offsetof(output_opts, grid), 0, 0, 1 << 16,
+                   "with .png and a batch: one image of the batch tiled in rows of this many columns "
+                   "(2 pixels apart) instead of a file each; 0: a file each"),
     DFX_OPTION_END,
 };
 
@@ -191,7 +196,9 @@ struct dfx_pipeline {
     typed_core pcore, ccore, gcore, kcore;  /* sampler, conditioner, guidance, codec */
     init_opts init;
     output_opts output;
-    bool has_model, has_sampler, has_init, has_output;
+    dfx__train_opts train;
+    dfx__train_data data;
+    bool has_model, has_sampler, has_init, has_output, has_train, has_data;
     bool has_conditioner, has_guidance, has_codec;
     dfx__instance model, scheduler, sampler, conditioner, guidance, codec;
     dfx_prediction prediction;
@@ -351,8 +358,9 @@ const char *dfx_pipeline_get(const dfx_pipeline *p, const char *key)
 
 /* ---- resolution ------------------------------------------------------- */
 
-static const char *const top_sections[] = {"model",    "conditioner", "guidance", "codec", "scheduler",
-                                           "sampler",  "init",        "output",   NULL};
+static const char *const top_sections[] = {"model",   "conditioner", "guidance", "codec", "scheduler",
+                                           "sampler", "init",        "output",   "train", "data",
+                                           NULL};
 
 static dfx_status section_map(const dfx__node *root, const char *name, const dfx__node **out)
 {
@@ -679,6 +687,8 @@ static void release_resolved(dfx_pipeline *p)
     dfx__options_free(codec_core_options, &p->kcore);
     dfx__options_free(init_options, &p->init);
     dfx__options_free(output_options, &p->output);
+    dfx__options_free(dfx__train_options, &p->train);
+    dfx__options_free(dfx__train_data_options, &p->data);
     dfx__node_free(p->implied_sched);
     dfx__node_free(p->implied_cond);
     dfx__node_free(p->implied_codec);
@@ -703,6 +713,8 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
     dfx__options_defaults(codec_core_options, &p->kcore);
     dfx__options_defaults(init_options, &p->init);
     dfx__options_defaults(output_options, &p->output);
+    dfx__options_defaults(dfx__train_options, &p->train);
+    dfx__options_defaults(dfx__train_data_options, &p->data);
     p->prediction = DFX_PREDICTION_AUTO;
 
     if ((st = check_top_keys(p)) ||
@@ -712,7 +724,7 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
         goto fail;
     if ((st = section_map(p->root, "model", &sec)))
         goto fail;
-    if (p->task.pipeline == TASK_SAMPLE) {
+    if (p->task.pipeline != TASK_SCHEDULE) {
         const char *type;
         if (!sec) {
             st = dfx_error_set(DFX_ERR_CONFIG, "%s: the pipeline needs a model section (e.g. model: {type: "
@@ -729,6 +741,16 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
         if ((st = resolve_component(p, reg, DFX_KIND_MODEL, sec, model_core_options, &p->mcore, type, &p->model)))
             goto fail;
         p->has_model = true;
+    }
+    if (p->task.pipeline == TASK_SAMPLE) {
+        dfx_model_info info;
+        ((const dfx_model_ops *)p->model.comp->ops)->info(p->model.priv, &info);
+        if (info.classes > 0) {
+            st = dfx_error_set(DFX_ERR_CONFIG, "%s: %s is a classifier, not a denoiser: it cannot sample "
+                                               "(it serves `dfx eval` and trains with `dfx train`)",
+                               p->origin, p->model.what);
+            goto fail;
+        }
         if ((st = resolve_optional(p, reg, DFX_KIND_CONDITIONER, &p->ccore, &p->conditioner, &p->has_conditioner,
                                    &p->implied_cond)) ||
             (st = resolve_optional(p, reg, DFX_KIND_GUIDANCE, &p->gcore, &p->guidance, &p->has_guidance, NULL)) ||
@@ -751,11 +773,28 @@ dfx_status dfx_pipeline_resolve(dfx_pipeline *p, dfx_registry *reg)
         ((const dfx_model_ops *)p->model.comp->ops)->info(p->model.priv, &info);
         model_sched = info.scheduler_config;
     }
-    if ((st = resolve_scheduling(p, reg, model_sched)))
+    const dfx__node *sched_sec;
+    if ((st = section_map(p->root, "scheduler", &sched_sec)))
+        goto fail;
+    /* a classifier trains without a schedule */
+    const bool no_schedule = p->task.pipeline == TASK_TRAIN && !sched_sec && !model_sched;
+    if (!no_schedule && (st = resolve_scheduling(p, reg, model_sched)))
         goto fail;
     if ((st = resolve_plain_section(p, "init", init_options, &p->init, &p->has_init)) ||
-        (st = resolve_plain_section(p, "output", output_options, &p->output, &p->has_output)))
+        (st = resolve_plain_section(p, "output", output_options, &p->output, &p->has_output)) ||
+        (st = resolve_plain_section(p, "train", dfx__train_options, &p->train, &p->has_train)) ||
+        (st = resolve_plain_section(p, "data", dfx__train_data_options, &p->data, &p->has_data)))
         goto fail;
+    if (p->task.pipeline != TASK_TRAIN && (p->has_train || p->has_data)) {
+        st = dfx_error_set(DFX_ERR_CONFIG, "%s: train and data sections belong to `pipeline: train`",
+                           p->origin);
+        goto fail;
+    }
+    if (p->task.pipeline == TASK_TRAIN && !p->has_data) {
+        st = dfx_error_set(DFX_ERR_CONFIG, "%s: a train pipeline needs a data section (data: {images: "
+                                           "...})", p->origin);
+        goto fail;
+    }
 
     /* the prediction type: the pipeline's, else the model's, else the config's */
     if (p->has_model) {
@@ -862,8 +901,10 @@ dfx_status dfx_pipeline_write_resolved(const dfx_pipeline *p, FILE *out)
         dump_section(out, "model", model_core_options, &mc, &p->model);
     }
     scheduler_core sc = p->score;
-    sc.type = (char *)p->scheduler.comp->name;
-    dump_section(out, "scheduler", scheduler_core_options, &sc, &p->scheduler);
+    if (p->scheduler.comp) {
+        sc.type = (char *)p->scheduler.comp->name;
+        dump_section(out, "scheduler", scheduler_core_options, &sc, &p->scheduler);
+    }
     if (p->has_sampler) {
         typed_core pc = {(char *)p->sampler.comp->name};
         dump_section(out, "sampler", sampler_core_options, &pc, &p->sampler);
@@ -879,6 +920,10 @@ dfx_status dfx_pipeline_write_resolved(const dfx_pipeline *p, FILE *out)
     }
     if (p->task.pipeline == TASK_SAMPLE)
         dump_section(out, "init", init_options, &p->init, NULL);
+    if (p->task.pipeline == TASK_TRAIN) {
+        dump_section(out, "train", dfx__train_options, &p->train, NULL);
+        dump_section(out, "data", dfx__train_data_options, &p->data, NULL);
+    }
     dump_section(out, "output", output_options, &p->output, NULL);
     return ferror(out) ? dfx_error_set(DFX_ERR_IO, "writing the resolved pipeline failed") : DFX_OK;
 }
@@ -906,6 +951,8 @@ dfx_status dfx_pipeline_plan(const dfx_pipeline *p, int64_t steps, dfx_schedule 
 {
     if (!p->resolved)
         return dfx_error_set(DFX_ERR_INVALID_ARG, "the pipeline is not resolved");
+    if (!p->scheduler.comp)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: the pipeline has no scheduler section", p->origin);
     const dfx_scheduler_ops *ops = p->scheduler.comp->ops;
     steps = steps > 0 ? steps : p->score.steps;
     bool cont = ops->continuous && ops->continuous(p->scheduler.priv);
@@ -1223,8 +1270,55 @@ static bool image_alone(const dfx_pipeline *p, int64_t batch)
  * NAME-0000.png, NAME-0001.png, ... from NAME.png; all of them or none
  * (dfx__png_write_batch). Each carries its A1111 `parameters` and the
  * pipeline that re-runs it (`dfx`). */
+/* The batch as one PNG: rows of output.grid images, 2 pixels apart. */
+static dfx_status write_grid(const dfx_pipeline *p, const dfx_tensor *x)
+{
+    const int64_t batch = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
+    const int64_t cols = p->output.grid < batch ? p->output.grid : batch;
+    const int64_t rows = (batch + cols - 1) / cols, gap = 2;
+    const int64_t gw = cols * w + (cols - 1) * gap, gh = rows * h + (rows - 1) * gap;
+    const size_t per = (size_t)(c * h * w);
+    const char *path = p->output.path;
+    if (gw > INT32_MAX / (c > 0 ? c : 1) || gh > INT32_MAX)
+        return dfx_error_set(DFX_ERR_RANGE, "%s: a grid of %lld x %lld pixels is too large", path,
+                             (long long)gw, (long long)gh);
+    unsigned char *tile = malloc(per), *grid = calloc((size_t)(gw * gh * c), 1);
+    char *params = NULL, *yaml = NULL;
+    dfx_status st = DFX_OK;
+    if (!tile || !grid)
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory for the grid", path);
+    for (int64_t k = 0; k < batch && !st; k++) {
+        image_pixels((const float *)x->data + (size_t)k * per, c, h, w, tile);
+        const int64_t y0 = k / cols * (h + gap), x0 = k % cols * (w + gap);
+        for (int64_t y = 0; y < h; y++)
+            memcpy(grid + ((y0 + y) * gw + x0) * c, tile + y * w * c, (size_t)(w * c));
+    }
+    dfx__a1111_params a;
+    char model[256];
+    a1111_of(p, &a, model, sizeof model);
+    a.seed = p->task.seed;
+    a.width = w;
+    a.height = h;
+    if (!st && !(params = dfx__a1111_text(&a)))
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+    if (!st)
+        st = stored_pipeline(p, -1, path, &yaml);
+    if (!st) {
+        dfx__png_text text[2] = {{"parameters", params}, {"dfx", yaml}};
+        dfx__png_item item = {path, grid, (int)gw, (int)gh, (int)c, text, 2};
+        st = dfx__png_write_batch(&item, 1);
+    }
+    free(params);
+    free(yaml);
+    free(tile);
+    free(grid);
+    return st;
+}
+
 static dfx_status write_images(const dfx_pipeline *p, const dfx_tensor *x)
 {
+    if (p->output.grid > 0 && x->shape[0] > 1)
+        return write_grid(p, x);
     const int64_t batch = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
     const size_t per = (size_t)(c * h * w);
     const char *path = p->output.path;
@@ -1755,6 +1849,38 @@ static dfx_status run_schedule(dfx_pipeline *p)
     return st;
 }
 
+static dfx_status run_train(dfx_pipeline *p, const dfx_run_params *rp)
+{
+    if (!p->output.path)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: where do the checkpoints go? Set output.path to a folder "
+                                             "(e.g. --set output.path=out/model)", p->origin);
+    dfx_schedule sched = {0};
+    dfx_status st = p->scheduler.comp ? dfx_pipeline_plan(p, 1, &sched) : DFX_OK;
+    char *text = st ? NULL : resolved_text(p);
+    if (!st && !text)
+        st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    if (!st) {
+        const dfx__train_job job = {
+            .origin = p->origin,
+            .model = &p->model,
+            .prediction = p->prediction,
+            .schedule = &sched,
+            .seed = (uint64_t)p->task.seed,
+            .data = &p->data,
+            .opts = &p->train,
+            .out = p->output.path,
+            .pipeline_text = text,
+            .resume = rp->resume,
+            .progress = rp->progress,
+            .progress_tty = rp->progress_tty,
+        };
+        st = dfx__train_run(&job);
+    }
+    free(text);
+    dfx_schedule_fini(&sched);
+    return st;
+}
+
 dfx_status dfx_pipeline_run(dfx_pipeline *p, const dfx_run_params *params)
 {
     dfx_run_params defaults;
@@ -1766,6 +1892,8 @@ dfx_status dfx_pipeline_run(dfx_pipeline *p, const dfx_run_params *params)
     }
     if (p->task.pipeline == TASK_SCHEDULE)
         return run_schedule(p);
+    if (p->task.pipeline == TASK_TRAIN)
+        return run_train(p, params);
     if (!p->output.path && !params->trace_path)
         return dfx_error_set(DFX_ERR_CONFIG, "%s: nothing to write: set output.path (e.g. --set output.path=out.safetensors)",
                              p->origin);

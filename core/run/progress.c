@@ -26,11 +26,16 @@ static double now(void)
 static void draw(dfx__progress *p, bool final)
 {
     double el = now() - p->t0;
-    double rate = el > 0 ? (double)p->done / el : 0;
+    double rate = el > 0 ? (double)(p->done - p->first) / el : 0;
     long eta = rate > 0 ? (long)((double)(p->total - p->done) / rate + 0.5) : 0;
-    fprintf(p->out, "\r  %s %lld/%lld  %.2f it/s  %s %ld:%02ld  ", p->label, (long long)p->done,
-            (long long)p->total, rate, final ? "took" : "ETA", final ? (long)(el + 0.5) / 60 : eta / 60,
-            final ? (long)(el + 0.5) % 60 : eta % 60);
+    long shown = final ? (long)(el + 0.5) : eta;
+    char clock[32];
+    if (shown >= 3600)
+        snprintf(clock, sizeof clock, "%ld:%02ld:%02ld", shown / 3600, shown / 60 % 60, shown % 60);
+    else
+        snprintf(clock, sizeof clock, "%ld:%02ld", shown / 60, shown % 60);
+    fprintf(p->out, "\r  %s %lld/%lld  %s%s%.2f it/s  %s %s  ", p->label, (long long)p->done,
+            (long long)p->total, p->note, p->note[0] ? "  " : "", rate, final ? "took" : "ETA", clock);
     if (final)
         fputc('\n', p->out);
     fflush(p->out);
@@ -43,6 +48,8 @@ void dfx__progress_start(dfx__progress *p, FILE *out, bool tty, const char *labe
     p->label = label;
     p->total = total;
     p->done = 0;
+    p->first = 0;
+    p->note[0] = 0;
     p->t0 = p->last = now();
 }
 

@@ -38,6 +38,8 @@ typedef struct dfx__progress {
     bool tty;         /* redraw a line in place */
     const char *label;
     int64_t total, done;
+    int64_t first;    /* done when the job started (a resumed run): the rate counts from there */
+    char note[80];    /* drawn after the counts ("loss 0.0312"), or empty */
     double t0, last;
 } dfx__progress;
 
@@ -81,6 +83,46 @@ typedef struct dfx__sampling_params {
 dfx_status dfx__sampling_create(dfx_sampling **out, const dfx__sampling_params *params,
                                 const dfx_tensor *like);
 void dfx__sampling_destroy(dfx_sampling *s);
+
+/* ---- training --------------------------------------------------------- */
+
+typedef struct dfx__train_opts {
+    int objective;                   /* 0 denoise, 1 classify */
+    int64_t steps, batch;
+    double lr;
+    int64_t warmup;
+    int lr_schedule;
+    double beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
+    int64_t checkpoint_every, log_every;
+} dfx__train_opts;
+
+typedef struct dfx__train_data {
+    char *images, *labels;
+    dfx_ints pad_to;
+    bool hflip, shuffle;
+} dfx__train_data;
+
+/* The options of a train pipeline's `train` and `data` sections. */
+extern const dfx_option dfx__train_options[];
+extern const dfx_option dfx__train_data_options[];
+
+typedef struct dfx__train_job {
+    const char *origin;              /* the pipeline, for messages */
+    const dfx__instance *model;
+    dfx_prediction prediction;       /* what the loss fits (never AUTO) */
+    const dfx_schedule *schedule;    /* the training table */
+    uint64_t seed;
+    const dfx__train_data *data;
+    const dfx__train_opts *opts;
+    const char *out;                 /* the checkpoint folder */
+    const char *pipeline_text;       /* the resolved pipeline, kept in the checkpoint */
+    bool resume;
+    FILE *progress;
+    bool progress_tty;
+} dfx__train_job;
+
+/* Trains job->model (see core/run/train.c). */
+dfx_status dfx__train_run(const dfx__train_job *job);
 
 /* ---- AUTOMATIC1111 names and metadata --------------------------------- */
 

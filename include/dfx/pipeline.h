@@ -110,6 +110,7 @@ typedef struct dfx_run_params {
     const char *trace_path;   /* safetensors file for the per-call trace, or NULL */
     FILE *progress;           /* where progress goes, or NULL for none */
     bool progress_tty;        /* redraw one line (a terminal) instead of staying quiet */
+    bool resume;              /* a train pipeline continues from the checkpoint in output.path */
 } dfx_run_params;
 
 DFX_API void dfx_run_params_init(dfx_run_params *params);

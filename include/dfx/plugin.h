@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dfx/grad.h"
 #include "dfx/ops.h"
 #include "dfx/option.h"
 #include "dfx/rng.h"
@@ -31,7 +32,7 @@ extern "C" {
 /* Bumped whenever a struct below changes layout or meaning. The loader
  * refuses a plugin whose dfx_plugin.abi_version differs, before reading any
  * other field. */
-#define DFX_ABI_VERSION 1u
+#define DFX_ABI_VERSION 2u
 
 #define DFX_PLUGIN_EXPORT DFX_API
 
@@ -171,6 +172,20 @@ typedef struct dfx_model_info {
     const char *scheduler_config; /* the scheduler config that came with the
                                      weights (a diffusers folder's), or NULL;
                                      used when the pipeline names no scheduler */
+    /* A model that trains: the folder of a checkpoint that holds its
+     * config and weights ("unet"), and the weights' file stem
+     * ("diffusion_pytorch_model" for STEM.safetensors). */
+    const char *checkpoint_folder;
+    const char *checkpoint_stem;
+    /* A classifier (classes > 0) maps images x [B, C, H, W] in [-1, 1] to
+     * class scores: its predict() ignores t_model, sigma and cond and
+     * writes out [B, features + classes], each row the penultimate
+     * features (what FID and the Inception Score are computed from) then
+     * the logits; out is allocated so by the caller, not shaped like x.
+     * `dfx train` with objective classify fits train_forward's logits
+     * [B, classes] to the data's labels. */
+    int64_t classes;            /* the class count; 0 for a denoiser */
+    int64_t features;           /* the width of the penultimate features */
 } dfx_model_info;
 
 /* What a model is conditioned on for one evaluation (borrowed; any field
@@ -194,12 +209,30 @@ typedef struct dfx_model_ops {
     /* required: describes the network; called after init */
     void (*info)(void *priv, dfx_model_info *info);
     /* required: out = network(in) for a batch; out is preallocated with x's
-     * shape (C doubled with learned variance). Called from one thread at a
-     * time. */
+     * shape (C doubled with learned variance; [B, features + classes] for a
+     * classifier, see dfx_model_info). Called from one thread at a time. */
     dfx_status (*predict)(void *priv, const dfx_model_input *in, dfx_tensor *out);
     /* optional: log-density of the data distribution at points x [N, D]
      * (analytic models; used to draw the density under a scatter plot) */
     dfx_status (*log_density)(void *priv, const dfx_tensor *x, double *out);
+
+    /* Training (`dfx train`): a model that trains has all four. */
+    /* optional: registers the weights it trains in params, under the names
+     * its checkpoint files use; the data is the same predict() reads */
+    dfx_status (*train_params)(void *priv, dfx_params *params);
+    /* optional: the network's output for x (a variable [B, ...] on a
+     * float32 tape, scaled as info.input_scale says) with in->t_model and
+     * in->cond (in->x unused), built from the tape's operations with the
+     * weights taken through dfx_tape_weight(tape, params, ...): the same
+     * function as predict(). NULL on failure, kept in the tape. */
+    dfx_var *(*train_forward)(void *priv, dfx_tape *tape, const dfx_params *params, dfx_var *x,
+                              const dfx_model_input *in);
+    /* optional: the trained weights changed (an optimiser step, a loaded
+     * checkpoint): rebuild what predict() derives from them */
+    dfx_status (*params_changed)(void *priv);
+    /* optional: writes what, beside the weights, makes a checkpoint folder
+     * the model reads back (a diffusers folder's config.json) into dir */
+    dfx_status (*save_config)(void *priv, const char *dir);
 } dfx_model_ops;
 
 /* ---- samplers --------------------------------------------------------- */

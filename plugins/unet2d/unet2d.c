@@ -53,8 +53,10 @@ typedef struct config {
 
 typedef struct unet2d {
     char *path;
+    char *config_file;
     char *variant;
     bool random_weights;
+    int64_t seed;
 
     config cfg;
     char *scheduler_config; /* the pipeline folder's scheduler config, if any */
@@ -66,12 +68,19 @@ typedef struct unet2d {
     dfx_spatial_attention mid_attn;
     dfx_group_norm norm_out;
     dfx_arena *arena;
+    char *config_text;      /* config.json as read, for checkpoints written by training */
+    size_t config_len;
 } unet2d;
 
 static const dfx_option unet2d_options[] = {
-    DFX_OPTION_PATH_REQUIRED("path", offsetof(unet2d, path),
-                             "a diffusers pipeline folder (model_index.json and unet/) or a unet folder "
-                             "(config.json and diffusion_pytorch_model.safetensors)"),
+    DFX_OPTION_PATH("path", offsetof(unet2d, path),
+                    "a diffusers pipeline folder (model_index.json and unet/) or a unet folder "
+                    "(config.json and diffusion_pytorch_model.safetensors)"),
+    DFX_OPTION_PATH("config", offsetof(unet2d, config_file),
+                    "instead of path: a UNet2DModel config.json to build with seeded random weights "
+                    "(training from scratch)"),
+    DFX_OPTION_INT("seed", offsetof(unet2d, seed), 0, 0, 9223372036854775807.0,
+                   "seed of the random weights a config builds"),
     DFX_OPTION_STRING("variant", offsetof(unet2d, variant), NULL,
                       "weights variant: reads diffusion_pytorch_model.VARIANT.safetensors (e.g. fp16)"),
     DFX_OPTION_BOOL("random_weights", offsetof(unet2d, random_weights), false,
@@ -334,15 +343,77 @@ static void free_network(unet2d *u)
     dfx_group_norm_free(&u->norm_out);
 }
 
+static dfx_status read_text(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            char *b = realloc(buf, cap = cap ? 2 * cap : 4096);
+            if (!b) {
+                free(buf);
+                fclose(f);
+                return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+            }
+            buf = b;
+        }
+        const size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    const bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return dfx_error_set(DFX_ERR_IO, "%s: read error", path);
+    }
+    *out = buf;
+    *len = n;
+    return DFX_OK;
+}
+
+/* A network from a config.json alone, with seeded random weights. */
+static dfx_status init_from_config(unet2d *u)
+{
+    dfx_json *doc = NULL;
+    dfx_weights *w = NULL;
+    dfx_status st = dfx_json_parse_file(u->config_file, &doc);
+    if (!st && !(st = read_config(u->config_file, doc, &u->cfg)) &&
+        !(st = dfx_weights_open_random(&w, (uint64_t)u->seed)) && (st = load_network(u, w)))
+        free_network(u);
+    if (!st)
+        st = read_text(u->config_file, &u->config_text, &u->config_len);
+    dfx_weights_close(w);
+    dfx_json_destroy(doc);
+    return st;
+}
+
 static dfx_status unet2d_init(void *priv)
 {
     static const dfxp_component_files files = {"unet", "diffusion_pytorch_model", false};
     unet2d *u = priv;
+    if (!u->path && !u->config_file)
+        return dfx_error_set(DFX_ERR_CONFIG, "unet2d: no checkpoint: give path (a diffusers folder), or "
+                                             "config (a config.json) to start from random weights");
+    if (u->path && u->config_file)
+        return dfx_error_set(DFX_ERR_CONFIG, "unet2d: give path (a checkpoint) or config (random "
+                                             "weights), not both");
+    dfx_status st;
+    if (u->config_file) {
+        if (!(st = init_from_config(u)) && (st = dfx_arena_create(&u->arena)))
+            free_network(u);
+        return st;
+    }
     dfxp_checkpoint ck;
-    dfx_status st = dfxp_checkpoint_open(&ck, u->path, &files, u->variant, u->random_weights);
-    if (st)
+    if ((st = dfxp_checkpoint_open(&ck, u->path, &files, u->variant, u->random_weights)))
         return st;
     if (!(st = read_config(ck.config_path, ck.config, &u->cfg)) && (st = load_network(u, ck.weights)))
+        free_network(u);
+    if (!st && (st = read_text(ck.config_path, &u->config_text, &u->config_len)))
         free_network(u);
     if (!st && !(st = dfx_arena_create(&u->arena))) {
         u->scheduler_config = ck.scheduler_config;
@@ -358,6 +429,7 @@ static void unet2d_fini(void *priv)
     free_network(u);
     dfx_arena_destroy(u->arena);
     free(u->scheduler_config);
+    free(u->config_text);
 }
 
 static void unet2d_info(void *priv, dfx_model_info *info)
@@ -374,6 +446,8 @@ static void unet2d_info(void *priv, dfx_model_info *info)
         info->sample_shape[2] = u->cfg.sample_w;
     }
     info->scheduler_config = u->scheduler_config;
+    info->checkpoint_folder = "unet";
+    info->checkpoint_stem = "diffusion_pytorch_model";
 }
 
 /* ---- forward ---------------------------------------------------------- */
@@ -524,9 +598,193 @@ done:
     return st;
 }
 
+/* ---- training --------------------------------------------------------- */
+
+static dfx_status add_unit(dfx_params *p, unit *x, const char *block, int64_t b, int64_t j)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.%lld.resnets.%lld", block, (long long)b, (long long)j);
+    dfx_status st = dfx_params_add_resblock(p, name, &x->res);
+    if (!st && x->has_attn) {
+        snprintf(name, sizeof name, "%s.%lld.attentions.%lld", block, (long long)b, (long long)j);
+        st = dfx_params_add_spatial_attention(p, name, &x->attn);
+    }
+    return st;
+}
+
+/* every weight, under the names load_network reads (attention under the
+ * current diffusers names) */
+static dfx_status unet2d_train_params(void *priv, dfx_params *p)
+{
+    unet2d *u = priv;
+    const config *c = &u->cfg;
+    char name[256];
+    dfx_status st;
+    if ((st = dfx_params_add_conv2d(p, "conv_in", &u->conv_in)) ||
+        (st = dfx_params_add_linear(p, "time_embedding.linear_1", &u->time_1)) ||
+        (st = dfx_params_add_linear(p, "time_embedding.linear_2", &u->time_2)))
+        return st;
+    for (int64_t i = 0; i < c->levels; i++) {
+        level *L = &u->lv[i];
+        for (int64_t j = 0; j < c->layers; j++)
+            if ((st = add_unit(p, &L->down[j], "down_blocks", i, j)))
+                return st;
+        if (L->downsample.w) {
+            snprintf(name, sizeof name, "down_blocks.%lld.downsamplers.0.conv", (long long)i);
+            if ((st = dfx_params_add_conv2d(p, name, &L->downsample)))
+                return st;
+        }
+    }
+    if ((st = dfx_params_add_resblock(p, "mid_block.resnets.0", &u->mid_res[0])) ||
+        (st = dfx_params_add_resblock(p, "mid_block.resnets.1", &u->mid_res[1])) ||
+        (c->add_attention &&
+         (st = dfx_params_add_spatial_attention(p, "mid_block.attentions.0", &u->mid_attn))))
+        return st;
+    for (int64_t b = 0; b < c->levels; b++) {
+        level *L = &u->lv[c->levels - 1 - b];
+        for (int64_t j = 0; j <= c->layers; j++)
+            if ((st = add_unit(p, &L->up[j], "up_blocks", b, j)))
+                return st;
+        if (L->upsample.w) {
+            snprintf(name, sizeof name, "up_blocks.%lld.upsamplers.0.conv", (long long)b);
+            if ((st = dfx_params_add_conv2d(p, name, &L->upsample)))
+                return st;
+        }
+    }
+    if ((st = dfx_params_add_group_norm(p, "conv_norm_out", &u->norm_out)))
+        return st;
+    return dfx_params_add_conv2d(p, "conv_out", &u->conv_out);
+}
+
+static dfx_var *train_unit(dfx_tape *t, const dfx_params *p, const unit *x, dfx_var *in,
+                           dfx_var *temb)
+{
+    dfx_var *y = dfx_g_resblock(t, p, &x->res, in, temb);
+    return x->has_attn ? dfx_g_spatial_attention(t, p, &x->attn, y) : y;
+}
+
+/* unet2d_predict on the tape */
+static dfx_var *unet2d_train_forward(void *priv, dfx_tape *t, const dfx_params *p, dfx_var *x,
+                                     const dfx_model_input *in)
+{
+    unet2d *u = priv;
+    const config *c = &u->cfg;
+    if (!x)
+        return NULL;
+    if (x->ndim != 4 || x->shape[1] != c->in_ch || x->shape[2] % (1 << (c->levels - 1)) ||
+        x->shape[3] % (1 << (c->levels - 1)))
+        return dfx_tape_fail(t, dfx_error_set(DFX_ERR_INVALID_ARG,
+                                              "unet2d: input must be [B, %lld, H, W] with H and W "
+                                              "multiples of %d",
+                                              (long long)c->in_ch, 1 << (c->levels - 1)));
+    if (c->center_input || c->scale_shift)
+        return dfx_tape_fail(t, dfx_error_set(DFX_ERR_UNSUPPORTED,
+                                              "unet2d: training a network with %s is not supported yet",
+                                              c->center_input ? "center_input_sample"
+                                                              : "resnet_time_scale_shift scale_shift"));
+    const int64_t n = x->shape[0];
+    const int64_t ts[2] = {n, c->ch[0]};
+    dfx_var *tproj = dfx_tape_new(t, 2, ts, false);
+    float *sin = tproj ? malloc((size_t)(n * c->ch[0]) * sizeof *sin) : NULL;
+    if (!sin)
+        return NULL;
+    dfx_nn_timestep_embedding(in->t_model, n, c->ch[0], c->flip_sin_to_cos, c->freq_shift, 1.0,
+                              10000.0, sin);
+    memcpy(tproj->data, sin, (size_t)(n * c->ch[0]) * sizeof *sin);
+    free(sin);
+    dfx_var *temb = dfx_g_unary_op(t, DFX_G_SILU, dfx_g_linear_layer(t, p, &u->time_1, tproj));
+    temb = dfx_g_unary_op(t, DFX_G_SILU, dfx_g_linear_layer(t, p, &u->time_2, temb));
+
+    dfx_var *skips[1 + MAX_LEVELS * (MAX_LAYERS + 1)];
+    int nskips = 0;
+    dfx_var *cur = dfx_g_conv2d_layer(t, p, &u->conv_in, x);
+    skips[nskips++] = cur;
+    for (int64_t i = 0; i < c->levels; i++) {
+        for (int64_t j = 0; j < c->layers; j++)
+            skips[nskips++] = cur = train_unit(t, p, &u->lv[i].down[j], cur, temb);
+        if (i < c->levels - 1)
+            skips[nskips++] = cur = dfx_g_conv2d_layer(t, p, &u->lv[i].downsample, cur);
+    }
+    cur = dfx_g_resblock(t, p, &u->mid_res[0], cur, temb);
+    if (c->add_attention)
+        cur = dfx_g_spatial_attention(t, p, &u->mid_attn, cur);
+    cur = dfx_g_resblock(t, p, &u->mid_res[1], cur, temb);
+    for (int64_t b = 0; b < c->levels; b++) {
+        const int64_t i = c->levels - 1 - b;
+        for (int64_t j = 0; j <= c->layers; j++)
+            cur = train_unit(t, p, &u->lv[i].up[j], dfx_g_concat1(t, cur, skips[--nskips]), temb);
+        if (i > 0)
+            cur = dfx_g_conv2d_layer(t, p, &u->lv[i].upsample, dfx_g_upsample2x(t, cur));
+    }
+    cur = dfx_g_unary_op(t, DFX_G_SILU, dfx_g_group_norm_layer(t, p, &u->norm_out, cur));
+    return dfx_g_conv2d_layer(t, p, &u->conv_out, cur);
+}
+
+static dfx_status refresh_conv(dfx_conv2d *c)
+{
+    if (!c->w || !c->wino_w)
+        return DFX_OK;
+    /* the transformed kernels follow the new weights */
+    const dfx_conv2d_algo algo = c->algo;
+    dfx_status st = dfx_conv2d_set_algo(c, DFX_CONV2D_ALGO_IM2COL);
+    return st ? st : dfx_conv2d_set_algo(c, algo);
+}
+
+static dfx_status refresh_resblock(dfx_resblock *r)
+{
+    dfx_status st = refresh_conv(&r->conv1);
+    if (!st)
+        st = refresh_conv(&r->conv2);
+    return st ? st : refresh_conv(&r->shortcut);
+}
+
+static dfx_status unet2d_params_changed(void *priv)
+{
+    unet2d *u = priv;
+    dfx_status st = refresh_conv(&u->conv_in);
+    for (int i = 0; !st && i < MAX_LEVELS; i++) {
+        level *L = &u->lv[i];
+        for (int j = 0; !st && j < MAX_LAYERS; j++)
+            st = refresh_resblock(&L->down[j].res);
+        for (int j = 0; !st && j <= MAX_LAYERS; j++)
+            st = refresh_resblock(&L->up[j].res);
+        if (!st)
+            st = refresh_conv(&L->downsample);
+        if (!st)
+            st = refresh_conv(&L->upsample);
+    }
+    if (!st)
+        st = refresh_resblock(&u->mid_res[0]);
+    if (!st)
+        st = refresh_resblock(&u->mid_res[1]);
+    return st ? st : refresh_conv(&u->conv_out);
+}
+
+static dfx_status unet2d_save_config(void *priv, const char *dir)
+{
+    const unet2d *u = priv;
+    char *path = dfxp_join(dir, "config.json");
+    if (!path)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    FILE *f = fopen(path, "wb");
+    dfx_status st = DFX_OK;
+    if (!f)
+        st = dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (fwrite(u->config_text, 1, u->config_len, f) != u->config_len)
+        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    if (f && fclose(f) && !st)
+        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    free(path);
+    return st;
+}
+
 static const dfx_model_ops unet2d_ops = {
     .info = unet2d_info,
     .predict = unet2d_predict,
+    .train_params = unet2d_train_params,
+    .train_forward = unet2d_train_forward,
+    .params_changed = unet2d_params_changed,
+    .save_config = unet2d_save_config,
 };
 
 static const dfx_component unet2d_component = {
