@@ -159,39 +159,6 @@ static void free_network(classifier *m)
     dfx_linear_free(&m->head);
 }
 
-static dfx_status read_text(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            char *b = realloc(buf, cap = cap ? 2 * cap : 4096);
-            if (!b) {
-                free(buf);
-                fclose(f);
-                return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
-            }
-            buf = b;
-        }
-        const size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    const bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return dfx_error_set(DFX_ERR_IO, "%s: read error", path);
-    }
-    *out = buf;
-    *len = n;
-    return DFX_OK;
-}
-
 /* Reads the config at path (parsed as doc) and loads the network from w. */
 static dfx_status build(classifier *m, const char *path, const dfx_json *doc, dfx_weights *w)
 {
@@ -206,7 +173,7 @@ static dfx_status build(classifier *m, const char *path, const dfx_json *doc, df
             free_network(m);
     if (!st && (st = dfx_conv2d_set_algo(&m->conv_in, DFX_CONV2D_ALGO_IM2COL)))
         free_network(m);
-    if (!st && (st = read_text(path, &m->config_text, &m->config_len)))
+    if (!st && (st = dfxp_read_text(path, &m->config_text, &m->config_len)))
         free_network(m);
     return st;
 }
@@ -383,19 +350,7 @@ static dfx_status classifier_params_changed(void *priv)
 static dfx_status classifier_save_config(void *priv, const char *dir)
 {
     const classifier *m = priv;
-    char *path = dfxp_join(dir, "config.json");
-    if (!path)
-        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-    FILE *f = fopen(path, "wb");
-    dfx_status st = DFX_OK;
-    if (!f)
-        st = dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (fwrite(m->config_text, 1, m->config_len, f) != m->config_len)
-        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (f && fclose(f) && !st)
-        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    free(path);
-    return st;
+    return dfxp_write_config(dir, m->config_text, m->config_len);
 }
 
 static const dfx_model_ops classifier_ops = {

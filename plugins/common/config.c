@@ -1,5 +1,6 @@
 #include "plugins/common/config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,4 +142,54 @@ dfx_status dfxp_check_known(const dfxp_config *r, const char *const *known)
         }
     }
     return DFX_OK;
+}
+
+dfx_status dfxp_read_text(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            char *b = realloc(buf, cap = cap ? 2 * cap : 4096);
+            if (!b) {
+                free(buf);
+                fclose(f);
+                return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
+            }
+            buf = b;
+        }
+        const size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    const bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return dfx_error_set(DFX_ERR_IO, "%s: read error", path);
+    }
+    *out = buf;
+    *len = n;
+    return DFX_OK;
+}
+
+dfx_status dfxp_write_config(const char *dir, const char *text, size_t len)
+{
+    char *path = dfxp_join(dir, "config.json");
+    if (!path)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+    FILE *f = fopen(path, "wb");
+    dfx_status st = DFX_OK;
+    if (!f)
+        st = dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (fwrite(text, 1, len, f) != len)
+        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    if (f && fclose(f) && !st)
+        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    free(path);
+    return st;
 }

@@ -5,6 +5,7 @@
 #define DFX_PLUGINS_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dfx/json.h"
@@ -14,6 +15,13 @@ bool dfxp_is_dir(const char *path);
 bool dfxp_is_file(const char *path);
 /* a + "/" + b in a new string (NULL when out of memory). */
 char *dfxp_join(const char *a, const char *b);
+
+/* A whole file into a new buffer (*out, free with free(); not
+ * NUL-terminated) of *len bytes. Errors name the file. */
+dfx_status dfxp_read_text(const char *path, char **out, size_t *len);
+/* Writes text [0, len) as DIR/config.json: what a trainable model's
+ * save_config writes, the config.json it was built from. */
+dfx_status dfxp_write_config(const char *dir, const char *text, size_t len);
 
 /* A config document being read: `path` names it in messages, `who` is the
  * component reading it ("unet2d") for "not supported by dfx's unet2d". */

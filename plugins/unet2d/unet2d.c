@@ -343,39 +343,6 @@ static void free_network(unet2d *u)
     dfx_group_norm_free(&u->norm_out);
 }
 
-static dfx_status read_text(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            char *b = realloc(buf, cap = cap ? 2 * cap : 4096);
-            if (!b) {
-                free(buf);
-                fclose(f);
-                return dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", path);
-            }
-            buf = b;
-        }
-        const size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    const bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return dfx_error_set(DFX_ERR_IO, "%s: read error", path);
-    }
-    *out = buf;
-    *len = n;
-    return DFX_OK;
-}
-
 /* A network from a config.json alone, with seeded random weights. */
 static dfx_status init_from_config(unet2d *u)
 {
@@ -386,7 +353,7 @@ static dfx_status init_from_config(unet2d *u)
         !(st = dfx_weights_open_random(&w, (uint64_t)u->seed)) && (st = load_network(u, w)))
         free_network(u);
     if (!st)
-        st = read_text(u->config_file, &u->config_text, &u->config_len);
+        st = dfxp_read_text(u->config_file, &u->config_text, &u->config_len);
     dfx_weights_close(w);
     dfx_json_destroy(doc);
     return st;
@@ -413,7 +380,7 @@ static dfx_status unet2d_init(void *priv)
         return st;
     if (!(st = read_config(ck.config_path, ck.config, &u->cfg)) && (st = load_network(u, ck.weights)))
         free_network(u);
-    if (!st && (st = read_text(ck.config_path, &u->config_text, &u->config_len)))
+    if (!st && (st = dfxp_read_text(ck.config_path, &u->config_text, &u->config_len)))
         free_network(u);
     if (!st && !(st = dfx_arena_create(&u->arena))) {
         u->scheduler_config = ck.scheduler_config;
@@ -763,19 +730,7 @@ static dfx_status unet2d_params_changed(void *priv)
 static dfx_status unet2d_save_config(void *priv, const char *dir)
 {
     const unet2d *u = priv;
-    char *path = dfxp_join(dir, "config.json");
-    if (!path)
-        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-    FILE *f = fopen(path, "wb");
-    dfx_status st = DFX_OK;
-    if (!f)
-        st = dfx_error_set(DFX_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (fwrite(u->config_text, 1, u->config_len, f) != u->config_len)
-        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (f && fclose(f) && !st)
-        st = dfx_error_set(DFX_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    free(path);
-    return st;
+    return dfxp_write_config(dir, u->config_text, u->config_len);
 }
 
 static const dfx_model_ops unet2d_ops = {
