@@ -210,6 +210,90 @@ static dfx_var *b_losses(dfx_tape *t, dfx_var **in, const void *c)
                      dfx_g_reshape(t, m, 1, &one));
 }
 
+/* IDDPM's L_vlb at training steps 0, 1, 40 and 99 of a 100-step linear
+ * schedule; x0 has pixels at -1 and 1 (the likelihood's edge bins) */
+typedef struct vlb_case {
+    float x0[4 * 6], xt[4 * 6], eps[4 * 6];
+    dfx_vlb_item items[4];
+} vlb_case;
+
+static void vlb_item(int step, dfx_vlb_item *it)
+{
+    double beta[100], ab[100], post[100];
+    for (int i = 0; i < 100; i++) {
+        beta[i] = 1e-3 + (0.2 - 1e-3) * i / 99.0;
+        ab[i] = (i ? ab[i - 1] : 1.0) * (1 - beta[i]);
+        post[i] = beta[i] * (1 - (i ? ab[i - 1] : 1.0)) / (1 - ab[i]);
+    }
+    const double ap = step ? ab[step - 1] : 1.0, a = ab[step], b = beta[step];
+    const double c1 = b * sqrt(ap) / (1 - a), c2 = (1 - ap) * sqrt(1 - b) / (1 - a);
+    /* the clipped posterior variance: step 1's at step 0 */
+    *it = (dfx_vlb_item){c1, c2, c1 / sqrt(a) + c2, -c1 * sqrt(1 - a) / sqrt(a),
+                         log(step ? post[step] : post[1]), log(b), step == 0};
+}
+
+static void vlb_setup(vlb_case *vc)
+{
+    const int steps[4] = {0, 1, 40, 99};
+    uint64_t s = 7;
+    for (int i = 0; i < 4; i++) {
+        vlb_item(steps[i], &vc->items[i]);
+        for (int j = 0; j < 6; j++) {
+            const int k = i * 6 + j;
+            vc->x0[k] = j == 0 ? -1.0f : j == 1 ? 1.0f : (float)(uniform(&s) * 2 - 1);
+            vc->eps[k] = (float)(uniform(&s) * 2 - 1);
+            vc->xt[k] = (float)(0.9 * vc->x0[k] + 0.3 * vc->eps[k]);
+        }
+    }
+}
+
+static dfx_var *b_vlb(dfx_tape *t, dfx_var **in, const void *c)
+{
+    const vlb_case *vc = c;
+    /* v in (-1, 1) */
+    return dfx_g_iddpm_vlb(t, dfx_g_unary_op(t, DFX_G_TANH, in[0]), vc->x0, vc->xt, vc->eps,
+                           vc->items);
+}
+
+START_TEST(test_iddpm_vlb)
+{
+    vlb_case vc;
+    vlb_setup(&vc);
+    const input v = {2, {4, 6}, false};
+    gradcheck("iddpm_vlb", b_vlb, &vc, 1, &v);
+    /* the model's mean and variance equal to the posterior's: the KL terms
+     * vanish, leaving item 0's likelihood term */
+    dfx_tape *t;
+    ck_assert_int_eq(dfx_tape_create(&t, DFX_DTYPE_F64), DFX_OK);
+    const int64_t shape[2] = {4, 6};
+    dfx_var *vm = dfx_tape_new(t, 2, shape, true);
+    for (int k = 0; k < 24; k++) {
+        const dfx_vlb_item *it = &vc.items[k / 6];
+        /* eps such that the model's mean is the true one, v = -1: min_log */
+        const double tm = it->true_x0 * vc.x0[k] + it->true_xt * vc.xt[k];
+        vc.eps[k] = (float)((tm - it->model_xt * vc.xt[k]) / it->model_eps);
+        ((double *)vm->data)[k] = -1;
+    }
+    dfx_var *kl = dfx_g_iddpm_vlb(t, vm, vc.x0, vc.xt, vc.eps, vc.items);
+    ck_assert_ptr_nonnull(kl);
+    double nll = 0;
+    for (int j = 0; j < 6; j++) {
+        /* t = 0: -log of the probability of x0's bin under N(mean, e^min_log) */
+        const dfx_vlb_item *it = &vc.items[0];
+        const double mean = it->true_x0 * vc.x0[j] + it->true_xt * vc.xt[j];
+        const double sd = exp(0.5 * it->min_log);
+        const double hi = vc.x0[j] > 0.999 ? INFINITY : (vc.x0[j] - mean + 1.0 / 255) / sd;
+        const double lo = vc.x0[j] < -0.999 ? -INFINITY : (vc.x0[j] - mean - 1.0 / 255) / sd;
+        const double p = 0.5 * (erf(hi / sqrt(2)) - erf(lo / sqrt(2)));
+        nll += -log(fmax(p, 1e-12));
+    }
+    /* guided-diffusion's tanh approximation of the normal CDF is within
+     * 1e-3 of erf's */
+    ck_assert_double_eq_tol(dfx_var_get(kl, 0), nll / (24 * log(2.0)), 2e-3);
+    dfx_tape_destroy(t);
+}
+END_TEST
+
 START_TEST(test_elementwise)
 {
     const input two[2] = {{2, {3, 4}, false}, {2, {3, 4}, false}};
@@ -472,6 +556,7 @@ static Suite *grad_suite(void)
     tcase_add_test(tc, test_norms);
     tcase_add_test(tc, test_attention);
     tcase_add_test(tc, test_losses);
+    tcase_add_test(tc, test_iddpm_vlb);
     tcase_add_test(tc, test_values);
     tcase_add_test(tc, test_failures);
     tcase_add_test(tc, test_layers_match_inference);

@@ -76,6 +76,15 @@ static void setup(void)
     write_file(path, config_json, strlen(config_json));
     snprintf(path, sizeof path, "%s/images.idx", dir);
     write_idx_images(path);
+    /* the same network learning its variance (IDDPM) */
+    char lv[sizeof config_json + 8];
+    snprintf(lv, sizeof lv, "%s", config_json);
+    char *oc = strstr(lv, "\"out_channels\": 1");
+    ck_assert_ptr_nonnull(oc);
+    oc[16] = '2';
+    mkdir(strcat(strcpy(path, dir), "/lv"), 0777);
+    snprintf(path, sizeof path, "%s/lv/config.json", dir);
+    write_file(path, lv, strlen(lv));
     ck_assert_msg(dfx_registry_create(&reg, NULL, 0) == DFX_OK, "%s", dfx_error_message());
 }
 
@@ -89,18 +98,19 @@ static void teardown(void)
 
 /* runs a train pipeline with train options train_opts (YAML flow-map entries) */
 static const char *prediction = "epsilon";
+static const char *config_dir = "";   /* below dir: "" or "/lv" */
 
 static int write_yaml(char *yaml, size_t size, const char *out, const char *train_opts,
                       const char *images)
 {
     return snprintf(yaml, size,
                     "dfx: 1\npipeline: train\nseed: %d\n"
-                    "model: {type: unet2d, config: %s/config.json, seed: 1, prediction: %s}\n"
+                    "model: {type: unet2d, config: %s%s/config.json, seed: 1, prediction: %s}\n"
                     "scheduler: {type: linear, train_steps: 100}\n"
                     "data: {images: %s}\n"
                     "train: {batch: 8, %s}\n"
                     "output: {path: %s/%s}\n",
-                    seed, dir, prediction, images, train_opts, dir, out);
+                    seed, dir, config_dir, prediction, images, train_opts, dir, out);
 }
 
 static dfx_status train(const char *out, const char *train_opts, bool resume, const char *images)
@@ -429,6 +439,51 @@ START_TEST(test_bad_data)
 }
 END_TEST
 
+/* IDDPM's hybrid objective on a network that learns its variance: the loss
+ * falls, and the checkpoint samples with the learned-range variance its
+ * scheduler config names */
+START_TEST(test_hybrid_loss)
+{
+    config_dir = "/lv";
+    ck_assert_int_ne(train("h", "steps: 2", false, images_path()), DFX_OK);
+    ck_assert_ptr_nonnull(strstr(dfx_error_message(), "train.loss: hybrid"));
+    ck_assert_msg(train("h", "steps: 300, loss: hybrid, lr: 2.0e-3, warmup: 20, log_every: 50, "
+                             "checkpoint_every: 300",
+                        false, images_path()) == DFX_OK,
+                  "%s", dfx_error_message());
+    char path[512], line[128];
+    snprintf(path, sizeof path, "%s/h/train_log.csv", dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    double first = NAN, last = NAN, loss;
+    long step;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    while (fgets(line, sizeof line, f) && sscanf(line, "%ld,%lf", &step, &loss) == 2) {
+        first = isnan(first) ? loss : first;
+        last = loss;
+    }
+    fclose(f);
+    ck_assert_msg(isfinite(last) && last < 0.5 * first, "hybrid loss %g -> %g", first, last);
+    snprintf(path, sizeof path, "%s/h/scheduler/scheduler_config.json", dir);
+    void *cfg;
+    size_t n;
+    read_all(path, &cfg, &n);
+    ck_assert_ptr_nonnull(memmem(cfg, n, "\"learned_range\"", 15));
+    free(cfg);
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "dfx: 1\npipeline: sample\nseed: 5\nbatch: 4\nmodel: {type: unet2d, path: %s/h}\n"
+             "scheduler: {steps: 20}\noutput: {path: %s/hs.safetensors}\n",
+             dir, dir);
+    dfx_pipeline *p;
+    ck_assert_int_eq(dfx_pipeline_parse(&p, yaml, strlen(yaml), "sample.yaml"), DFX_OK);
+    ck_assert_msg(dfx_pipeline_resolve(p, reg) == DFX_OK, "%s", dfx_error_message());
+    ck_assert_msg(dfx_pipeline_run(p, NULL) == DFX_OK, "%s", dfx_error_message());
+    dfx_pipeline_destroy(p);
+    config_dir = "";
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -445,6 +500,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_nan_keeps_last_good_checkpoint);
     tcase_add_test(tc, test_disk_full_keeps_previous_checkpoint);
     tcase_add_test(tc, test_bad_data);
+    tcase_add_test(tc, test_hybrid_loss);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -38,6 +38,8 @@ typedef struct dfx__grad_kernels {
                        int64_t off_d, int64_t n, int64_t len, bool acc);
     void (*upsample2x_fw)(const void *x, void *y, int64_t nc, int64_t h, int64_t w);
     void (*upsample2x_bw)(const void *dy, void *dx, int64_t nc, int64_t h, int64_t w);
+    double (*iddpm_vlb)(const void *v, const float *x0, const float *xt, const float *eps,
+                        const double *c, const bool *first, int64_t n, int64_t per, void *g);
     void (*mean_rows_fw)(const void *x, void *y, int64_t nc, int64_t hw);
     void (*mean_rows_bw)(const void *dy, void *dx, int64_t nc, int64_t hw);
     void (*embedding_fw)(const void *table, const int64_t *ids, void *y, int64_t n, int64_t dim);

@@ -343,6 +343,83 @@ static void K(cross_entropy_bw)(const void *vp, const int64_t *labels, double dy
             dl[i * k + j] += c * (p[i * k + j] - (j == labels[i] ? 1 : 0));
 }
 
+/* ---- IDDPM's variational bound ----------------------------------------- */
+
+/* guided-diffusion's approx_standard_normal_cdf: 0.5 (1 + tanh(sqrt(2/pi)
+ * (x + 0.044715 x^3))), and its derivative */
+static double K(ncdf)(double x, double *d)
+{
+    const double c = 0.7978845608028654, u = c * (x + 0.044715 * x * x * x);
+    const double th = tanh(u);
+    if (d)
+        *d = 0.5 * (1 - th * th) * c * (1 + 3 * 0.044715 * x * x);
+    return 0.5 * (1 + th);
+}
+
+/* One element's term of L_vlb in nats and its derivative with respect to
+ * the model's log variance lv: KL(N(tm, e^tlv) || N(mm, e^lv)) for t > 0,
+ * the discretized Gaussian's negative log-likelihood of x0 (pixels in
+ * [-1, 1], 256 levels) for t = 0. */
+static double K(vlb_term)(double x0, double tm, double tlv, double mm, double lv, bool first,
+                          double *dlv)
+{
+    if (!first) {
+        const double d = tm - mm;
+        *dlv = 0.5 * (1 - exp(tlv - lv) - d * d * exp(-lv));
+        return 0.5 * (-1 + lv - tlv + exp(tlv - lv) + d * d * exp(-lv));
+    }
+    const double inv = exp(-0.5 * lv), c = x0 - mm;
+    const double xp = (c + 1.0 / 255) * inv, xm = (c - 1.0 / 255) * inv;
+    /* d(x)/d(lv) = -x / 2 */
+    double dp, dm, lp;
+    const double cp = K(ncdf)(xp, &dp), cm = K(ncdf)(xm, &dm);
+    double dlp;
+    if (x0 < -0.999) {
+        lp = log(fmax(cp, 1e-12));
+        dlp = cp > 1e-12 ? dp * (-0.5 * xp) / cp : 0;
+    } else if (x0 > 0.999) {
+        lp = log(fmax(1 - cm, 1e-12));
+        dlp = 1 - cm > 1e-12 ? -dm * (-0.5 * xm) / (1 - cm) : 0;
+    } else {
+        const double delta = cp - cm;
+        lp = log(fmax(delta, 1e-12));
+        dlp = delta > 1e-12 ? (dp * (-0.5 * xp) - dm * (-0.5 * xm)) / delta : 0;
+    }
+    *dlv = -dlp;
+    return -lp;
+}
+
+/* v [n, per] in [-1, 1] maps to the log variance frac * max_log + (1 -
+ * frac) * min_log, frac = (v + 1) / 2 (IDDPM eq. 15); c [n, 6] per item:
+ * true-mean coefficient of x0 and of x_t (posterior mean), model-mean
+ * coefficient of x_t and of eps (through x0's estimate), min_log, max_log;
+ * first[n]: t = 0. The mean over all elements of the terms in bits; g, when
+ * not NULL, receives d(that)/d(v). */
+static double K(iddpm_vlb)(const void *vv, const float *x0, const float *xt, const float *eps,
+                           const double *c, const bool *first, int64_t n, int64_t per, void *vg)
+{
+    const REAL *v = vv;
+    REAL *g = vg;
+    const double scale = 1.0 / ((double)(n * per) * log(2.0));
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double *ci = c + 6 * i;
+        const double tlv = ci[4];
+        for (int64_t j = 0; j < per; j++) {
+            const int64_t k = i * per + j;
+            const double tm = ci[0] * x0[k] + ci[1] * xt[k];
+            const double mm = ci[2] * xt[k] + ci[3] * eps[k];
+            const double frac = 0.5 * ((double)v[k] + 1);
+            const double lv = frac * ci[5] + (1 - frac) * ci[4];
+            double dlv;
+            total += K(vlb_term)(x0[k], tm, tlv, mm, lv, first[i], &dlv);
+            if (g)
+                g[k] = (REAL)(dlv * 0.5 * (ci[5] - ci[4]) * scale);
+        }
+    }
+    return total * scale;
+}
+
 /* ---- linear ----------------------------------------------------------- */
 
 static void K(linear_fw)(const void *x, const void *w, const void *b, void *y, int64_t rows,
@@ -660,6 +737,7 @@ static void K(attention_bw)(const void *vq, const void *vk, const void *vv, cons
 }
 
 const dfx__grad_kernels K(dfx__grad_kernels) = {
+    .iddpm_vlb = K(iddpm_vlb),
     .elem_size = sizeof(REAL),
     .binary_fw = K(binary_fw),
     .binary_bw = K(binary_bw),

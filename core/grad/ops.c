@@ -663,3 +663,64 @@ dfx_var *dfx_g_attention(dfx_tape *t, dfx_var *q, dfx_var *k, dfx_var *v, int64_
     }
     return y;
 }
+
+/* ---- IDDPM's variational bound ---------------------------------------- */
+
+typedef struct vlb_saved {
+    float *x0, *xt, *eps;
+    double *c;
+    bool *first;
+} vlb_saved;
+
+static void iddpm_vlb_bw(dfx_tape *t, const dfx__node *n)
+{
+    void *dv = dfx__tape_grad(t, n->in[0]);
+    const vlb_saved *sv = n->saved;
+    void *g = dfx__tape_scratch(t, (size_t)n->in[0]->numel * t->k->elem_size);
+    if (!dv || !g)
+        return;
+    t->k->iddpm_vlb(n->in[0]->data, sv->x0, sv->xt, sv->eps, sv->c, sv->first, n->i[0], n->i[1], g);
+    t->k->scale_bw(g, dv, dfx_var_grad(n->out, 0), n->in[0]->numel);
+}
+
+dfx_var *dfx_g_iddpm_vlb(dfx_tape *t, dfx_var *v, const float *x0, const float *xt,
+                         const float *eps, const dfx_vlb_item *items)
+{
+    if (!USABLE(t, v) || !x0 || !xt || !eps || !items)
+        return NULL;
+    if (v->ndim < 2)
+        return mismatch(t, "iddpm_vlb", v, v, "needs v [n, ...]");
+    const int64_t n = v->shape[0], per = v->numel / n;
+    vlb_saved *sv = dfx__tape_alloc(t, sizeof *sv);
+    const size_t fb = (size_t)v->numel * sizeof(float);
+    if (!sv || !(sv->x0 = dfx__tape_alloc(t, fb)) || !(sv->xt = dfx__tape_alloc(t, fb)) ||
+        !(sv->eps = dfx__tape_alloc(t, fb)) ||
+        !(sv->c = dfx__tape_alloc(t, (size_t)(6 * n) * sizeof(double))) ||
+        !(sv->first = dfx__tape_alloc(t, (size_t)n * sizeof(bool))))
+        return NULL;
+    memcpy(sv->x0, x0, fb);
+    memcpy(sv->xt, xt, fb);
+    memcpy(sv->eps, eps, fb);
+    for (int64_t i = 0; i < n; i++) {
+        const dfx_vlb_item *it = &items[i];
+        if (!(it->max_log >= it->min_log) || !isfinite(it->min_log) || !isfinite(it->max_log))
+            return dfx__tape_fail(t, DFX_ERR_RANGE,
+                                  "tape: iddpm_vlb item %lld: log variance range [%g, %g]",
+                                  (long long)i, it->min_log, it->max_log);
+        const double c[6] = {it->true_x0, it->true_xt, it->model_xt, it->model_eps, it->min_log,
+                             it->max_log};
+        memcpy(sv->c + 6 * i, c, sizeof c);
+        sv->first[i] = it->first;
+    }
+    dfx_var *y = OUT(t, 0, NULL, v);
+    if (!y)
+        return NULL;
+    set_scalar(y, t->k->iddpm_vlb(v->data, sv->x0, sv->xt, sv->eps, sv->c, sv->first, n, per, NULL));
+    dfx__node *nd = RECORD(t, y, iddpm_vlb_bw, v);
+    if (nd) {
+        nd->saved = sv;
+        nd->i[0] = n;
+        nd->i[1] = per;
+    }
+    return y;
+}

@@ -88,6 +88,7 @@ void dfx__sampling_destroy(dfx_sampling *s);
 
 typedef struct dfx__train_opts {
     int objective;                   /* 0 denoise, 1 classify */
+    int loss;                        /* 0 simple, 1 hybrid */
     int64_t steps, batch;
     double lr;
     int64_t warmup;

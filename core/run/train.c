@@ -23,12 +23,17 @@
 
 static const char *const lr_schedule_names[] = {"constant", "cosine", NULL};
 static const char *const objective_names[] = {"denoise", "classify", NULL};
+static const char *const loss_names[] = {"simple", "hybrid", NULL};
 
 const dfx_option dfx__train_options[] = {
     DFX_OPTION_ENUM("objective", offsetof(dfx__train_opts, objective), 0, objective_names,
                     "denoise: the diffusion loss (MSE of the model's prediction at a uniformly drawn "
                     "training step, DDPM's L_simple for epsilon); classify: cross-entropy of a "
                     "classifier's logits against the data's labels"),
+    DFX_OPTION_ENUM("loss", offsetof(dfx__train_opts, loss), 0, loss_names,
+                    "with denoise: simple (the MSE of the prediction), or hybrid: IDDPM's L_simple + "
+                    "L_vlb / 1000 per training step for a model that learns its variance (Nichol & "
+                    "Dhariwal 2021, sec. 3.1), the vlb not reaching the mean"),
     DFX_OPTION_INT("steps", offsetof(dfx__train_opts, steps), 10000, 1, 1e12, "optimiser steps"),
     DFX_OPTION_INT("batch", offsetof(dfx__train_opts, batch), 64, 1, 1e6, "items a step"),
     DFX_OPTION_FLOAT("lr", offsetof(dfx__train_opts, lr), 2e-4, 0, 1, "peak learning rate"),
@@ -92,6 +97,7 @@ typedef struct trainer {
     double *t_model;
     int64_t *steps_drawn;
     int64_t *labels;
+    dfx_vlb_item *vlb;           /* hybrid loss: the bound's coefficients per item */
     const char *folder, *stem;   /* the model's checkpoint layout */
     log_line *log;
     int64_t n_log, cap_log;
@@ -266,9 +272,10 @@ static dfx_status write_scheduler_config(const trainer *tr, const char *root)
     static const char *const kinds[] = {"epsilon", "epsilon", "v_prediction", "sample", "epsilon"};
     fprintf(f, "{\n  \"_class_name\": \"DDPMScheduler\",\n  \"_diffusers_version\": \"0.27.2\",\n"
                "  \"num_train_timesteps\": %lld,\n  \"prediction_type\": \"%s\",\n"
-               "  \"clip_sample\": true,\n  \"variance_type\": \"fixed_small\",\n"
+               "  \"clip_sample\": true,\n  \"variance_type\": \"%s\",\n"
                "  \"trained_betas\": [",
-            (long long)s->train_steps, kinds[tr->job->prediction]);
+            (long long)s->train_steps, kinds[tr->job->prediction],
+            tr->vlb ? "learned_range" : "fixed_small");
     for (int64_t i = 0; i < s->train_steps; i++) {
         const double prev = i ? s->train_alpha_bar[i - 1] : 1.0;
         fprintf(f, "%s%.17g", i ? ", " : "", 1.0 - s->train_alpha_bar[i] / prev);
@@ -498,6 +505,20 @@ static dfx_status resume(trainer *tr)
 
 /* ---- one step ----------------------------------------------------------- */
 
+/* The posterior q(x_{t-1} | x_t, x0) of DDPM eq. 6-7 and the model's mean
+ * through x0's estimate from eps, as L_vlb needs them (the variance
+ * clipped at t = 0 to step 1's, as IDDPM does). */
+static void vlb_coefficients(const dfx_schedule *s, int64_t t, dfx_vlb_item *it)
+{
+    const double *ab = s->train_alpha_bar;
+    const double a = ab[t], ap = t ? ab[t - 1] : 1.0, beta = 1 - a / ap;
+    const double post1 = (1 - ab[1] / ab[0]) * (1 - ab[0]) / (1 - ab[1]);
+    const double post = t ? beta * (1 - ap) / (1 - a) : post1;
+    const double c1 = beta * sqrt(ap) / (1 - a), c2 = (1 - ap) * sqrt(1 - beta) / (1 - a);
+    *it = (dfx_vlb_item){c1, c2, c1 / sqrt(a) + c2, -c1 * sqrt(1 - a) / sqrt(a), log(post),
+                         log(beta), t == 0};
+}
+
 /* x_t and the target of the model's prediction for batch `step` */
 static dfx_status make_batch(trainer *tr, int64_t step, float *target)
 {
@@ -522,6 +543,8 @@ static dfx_status make_batch(trainer *tr, int64_t step, float *target)
     }
     dfx_rng_normal(rng, tr->eps, b * per);
     dfx_rng_destroy(rng);
+    for (int64_t i = 0; tr->vlb && i < b; i++)
+        vlb_coefficients(job->schedule, tr->steps_drawn[i], &tr->vlb[i]);
     for (int64_t i = 0; i < b; i++) {
         const double ab = job->schedule->train_alpha_bar[tr->steps_drawn[i]];
         const float a = (float)sqrt(ab), s = (float)sqrt(1.0 - ab);
@@ -556,7 +579,25 @@ static dfx_status train_step(trainer *tr, int64_t step, double *loss_out)
         memset(tr->t_model, 0, (size_t)tr->shape[0] * sizeof *tr->t_model);
     dfx_model_input in = {.x = NULL, .t_model = tr->t_model};
     dfx_var *out = tr->mops->train_forward(tr->model, t, tr->params, x, &in);
-    dfx_var *loss = classify ? dfx_g_cross_entropy(t, out, tr->labels) : dfx_g_mse(t, out, target);
+    dfx_var *loss;
+    if (classify) {
+        loss = dfx_g_cross_entropy(t, out, tr->labels);
+    } else if (tr->vlb) {
+        /* [eps, v]: L_simple on eps, the bound on v with eps held fixed,
+         * weighted T / 1000 (IDDPM's lambda = 0.001 on the sum over T) */
+        const int64_t c = tr->shape[1];
+        dfx_var *eps = dfx_g_slice1(t, out, 0, c);
+        dfx_var *vlb = eps ? dfx_g_iddpm_vlb(t, dfx_g_slice1(t, out, c, c), tr->x0, tr->xt,
+                                             eps->data, tr->vlb)
+                           : NULL;
+        const int64_t one = 1;
+        loss = dfx_g_add(t, dfx_g_reshape(t, dfx_g_mse(t, eps, target), 1, &one),
+                         dfx_g_reshape(t, dfx_g_scale(t, vlb, (double)tr->job->schedule->train_steps /
+                                                                  1000.0),
+                                       1, &one));
+    } else {
+        loss = dfx_g_mse(t, out, target);
+    }
     if (!loss)
         return dfx_error_prefix(dfx_tape_status(t), "%s: ", tr->job->model->what);
     *loss_out = dfx_var_get(loss, 0);
@@ -650,6 +691,14 @@ static dfx_status setup(trainer *tr)
         return dfx_error_set(DFX_ERR_CONFIG, "%s: the scheduler has no training table (alphas_cumprod); "
                                              "training draws its steps from one (e.g. scheduler: "
                                              "{type: betas})", job->origin);
+    if (!classify && job->opts->loss == 1 &&
+        (!info.learned_variance || job->prediction != DFX_PREDICTION_EPSILON))
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: train.loss hybrid needs a model that predicts "
+                                             "epsilon and learns its variance (out_channels twice "
+                                             "in_channels)", job->origin);
+    if (!classify && job->opts->loss == 0 && info.learned_variance)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: the model learns its variance: train it with "
+                                             "train.loss: hybrid", job->origin);
     if (!classify && job->prediction == DFX_PREDICTION_SCORE)
         return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: training a score model needs a continuous "
                                                   "schedule, not supported yet", job->origin);
@@ -665,6 +714,9 @@ static dfx_status setup(trainer *tr)
     tr->t_model = malloc((size_t)tr->shape[0] * sizeof(double));
     tr->steps_drawn = malloc((size_t)tr->shape[0] * sizeof(int64_t));
     if (classify && !(tr->labels = malloc((size_t)tr->shape[0] * sizeof(int64_t))))
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for a batch");
+    if (!classify && job->opts->loss == 1 &&
+        !(tr->vlb = malloc((size_t)tr->shape[0] * sizeof *tr->vlb)))
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for a batch");
     if (!tr->x0 || !tr->eps || !tr->xt || !tr->t_model || !tr->steps_drawn)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for a batch");
@@ -697,6 +749,7 @@ static void teardown(trainer *tr)
     free(tr->t_model);
     free(tr->steps_drawn);
     free(tr->labels);
+    free(tr->vlb);
     free(tr->log);
 }
 

@@ -265,6 +265,27 @@ DFX_API dfx_var *dfx_g_mean(dfx_tape *t, dfx_var *a);
 DFX_API dfx_var *dfx_g_mse(dfx_tape *t, dfx_var *a, dfx_var *b);
 DFX_API dfx_var *dfx_g_cross_entropy(dfx_tape *t, dfx_var *logits, const int64_t *labels);
 
+/* IDDPM's variational bound L_vlb (Nichol & Dhariwal 2021, eq. 4-6) with
+ * the learned-range variance of eq. 15, as the hybrid objective uses it:
+ * the model's mean (from its noise prediction eps) is held fixed, so only
+ * v [n, ...] (the variance channels, in [-1, 1]) receives a gradient.
+ * Per item: the posterior mean's coefficients of x0 and x_t, the model
+ * mean's of x_t and eps (through x0's estimate), log of the clipped
+ * posterior variance (min_log, also the true variance) and log beta_t
+ * (max_log), and whether t = 0 (then the term is the discretized Gaussian
+ * likelihood of x0 on 256 levels in [-1, 1], else the KL divergence). x0,
+ * xt and eps have v's element count. The result is the mean over all
+ * elements, in bits. */
+typedef struct dfx_vlb_item {
+    double true_x0, true_xt;
+    double model_xt, model_eps;
+    double min_log, max_log;
+    bool first;
+} dfx_vlb_item;
+
+DFX_API dfx_var *dfx_g_iddpm_vlb(dfx_tape *t, dfx_var *v, const float *x0, const float *xt,
+                                 const float *eps, const dfx_vlb_item *items);
+
 /* ---- layers ----------------------------------------------------------- */
 
 /* The nn layers' forward passes on a float32 tape, their weights taken
