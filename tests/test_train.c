@@ -99,6 +99,7 @@ static void teardown(void)
 /* runs a train pipeline with train options train_opts (YAML flow-map entries) */
 static const char *prediction = "epsilon";
 static const char *config_dir = "";   /* below dir: "" or "/lv" */
+static const char *scheduler = "{type: linear, train_steps: 100}";
 
 static int write_yaml(char *yaml, size_t size, const char *out, const char *train_opts,
                       const char *images)
@@ -106,11 +107,11 @@ static int write_yaml(char *yaml, size_t size, const char *out, const char *trai
     return snprintf(yaml, size,
                     "dfx: 1\npipeline: train\nseed: %d\n"
                     "model: {type: unet2d, config: %s%s/config.json, seed: 1, prediction: %s}\n"
-                    "scheduler: {type: linear, train_steps: 100}\n"
+                    "scheduler: %s\n"
                     "data: {images: %s}\n"
                     "train: {batch: 8, %s}\n"
                     "output: {path: %s/%s}\n",
-                    seed, dir, config_dir, prediction, images, train_opts, dir, out);
+                    seed, dir, config_dir, prediction, scheduler, images, train_opts, dir, out);
 }
 
 static dfx_status train(const char *out, const char *train_opts, bool resume, const char *images)
@@ -439,6 +440,26 @@ START_TEST(test_bad_data)
 }
 END_TEST
 
+/* the last logged loss over the first; *last_out the last */
+static double log_ratio(const char *out, double *last_out)
+{
+    char path[512], line[128];
+    snprintf(path, sizeof path, "%s/%s/train_log.csv", dir, out);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    double first = NAN, last = NAN, loss;
+    long step;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    while (fgets(line, sizeof line, f) && sscanf(line, "%ld,%lf", &step, &loss) == 2) {
+        first = isnan(first) ? loss : first;
+        last = loss;
+    }
+    fclose(f);
+    ck_assert(isfinite(first) && isfinite(last));
+    *last_out = last;
+    return last / first;
+}
+
 /* IDDPM's hybrid objective on a network that learns its variance: the loss
  * falls, and the checkpoint samples with the learned-range variance its
  * scheduler config names */
@@ -451,19 +472,10 @@ START_TEST(test_hybrid_loss)
                              "checkpoint_every: 300",
                         false, images_path()) == DFX_OK,
                   "%s", dfx_error_message());
-    char path[512], line[128];
-    snprintf(path, sizeof path, "%s/h/train_log.csv", dir);
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    double first = NAN, last = NAN, loss;
-    long step;
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    while (fgets(line, sizeof line, f) && sscanf(line, "%ld,%lf", &step, &loss) == 2) {
-        first = isnan(first) ? loss : first;
-        last = loss;
-    }
-    fclose(f);
-    ck_assert_msg(isfinite(last) && last < 0.5 * first, "hybrid loss %g -> %g", first, last);
+    double last;
+    const double r = log_ratio("h", &last);
+    ck_assert_msg(r < 0.5, "hybrid loss fell only to %g of its start", r);
+    char path[512];
     snprintf(path, sizeof path, "%s/h/scheduler/scheduler_config.json", dir);
     void *cfg;
     size_t n;
@@ -484,6 +496,40 @@ START_TEST(test_hybrid_loss)
 }
 END_TEST
 
+/* Denoising score matching (Song & Ermon 2019, weighted by sigma^2) for a
+ * score model on a continuous VE schedule: levels drawn uniformly in time
+ * (geometric sigmas), the loss falls; the checkpoint samples with the
+ * predictor-corrector sampler. */
+START_TEST(test_score_matching)
+{
+    prediction = "score";
+    scheduler = "{type: ve, sigma_min: 0.01, sigma_max: 10}";
+    ck_assert_msg(train("dsm", "steps: 300, lr: 2.0e-3, warmup: 20, log_every: 50, "
+                               "checkpoint_every: 300",
+                        false, images_path()) == DFX_OK,
+                  "%s", dfx_error_message());
+    /* predicting a zero score scores E[eps^2] = 1 */
+    double last;
+    const double r = log_ratio("dsm", &last);
+    ck_assert_msg(r < 0.85 && last < 0.7, "score matching loss fell only to %g of its start (%g)",
+                  r, last);
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "dfx: 1\npipeline: sample\nseed: 5\nbatch: 4\n"
+             "model: {type: unet2d, path: %s/dsm, prediction: score}\n"
+             "scheduler: {type: ve, sigma_min: 0.01, sigma_max: 10, steps: 20}\n"
+             "sampler: {type: pc}\noutput: {path: %s/dsm.safetensors}\n",
+             dir, dir);
+    dfx_pipeline *p;
+    ck_assert_int_eq(dfx_pipeline_parse(&p, yaml, strlen(yaml), "sample.yaml"), DFX_OK);
+    ck_assert_msg(dfx_pipeline_resolve(p, reg) == DFX_OK, "%s", dfx_error_message());
+    ck_assert_msg(dfx_pipeline_run(p, NULL) == DFX_OK, "%s", dfx_error_message());
+    dfx_pipeline_destroy(p);
+    prediction = "epsilon";
+    scheduler = "{type: linear, train_steps: 100}";
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -501,6 +547,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_disk_full_keeps_previous_checkpoint);
     tcase_add_test(tc, test_bad_data);
     tcase_add_test(tc, test_hybrid_loss);
+    tcase_add_test(tc, test_score_matching);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1856,6 +1856,11 @@ static dfx_status run_train(dfx_pipeline *p, const dfx_run_params *rp)
                                              "(e.g. --set output.path=out/model)", p->origin);
     dfx_schedule sched = {0};
     dfx_status st = p->scheduler.comp ? dfx_pipeline_plan(p, 1, &sched) : DFX_OK;
+    if (!st && p->scheduler.comp && !sched.train_steps) {
+        /* a continuous schedule: training draws from 1000 of its levels */
+        dfx_schedule_fini(&sched);
+        st = dfx_pipeline_plan(p, 1000, &sched);
+    }
     char *text = st ? NULL : resolved_text(p);
     if (!st && !text)
         st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");

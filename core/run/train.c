@@ -96,6 +96,9 @@ typedef struct trainer {
     float *x0, *eps, *xt;
     double *t_model;
     int64_t *steps_drawn;
+    float *sigma;                /* per item: sigma / |(alpha, sigma)| (alpha for VE) drawn */
+    float *in_scale;             /* per item: what x_t is scaled by for the network */
+    dfx_input_scale input_scale;
     int64_t *labels;
     dfx_vlb_item *vlb;           /* hybrid loss: the bound's coefficients per item */
     const char *folder, *stem;   /* the model's checkpoint layout */
@@ -530,7 +533,10 @@ static dfx_status make_batch(trainer *tr, int64_t step, float *target)
     if ((st = dfx_rng_create(&rng, mix(job->seed ^ mix((uint64_t)step)))))
         return st;
     const int64_t b = tr->shape[0], per = tr->shape[1] * tr->shape[2] * tr->shape[3];
-    const int64_t T = job->schedule->train_steps;
+    /* a step of the training table, or a level of a fine plan of a
+     * continuous schedule (uniform in time: geometric sigmas for VE) */
+    const dfx_schedule *sc = job->schedule;
+    const int64_t T = sc->train_steps ? sc->train_steps : sc->steps;
     for (int64_t i = 0; i < b; i++) {
         /* uniform on [0, T) without modulo bias */
         const uint32_t lim = UINT32_MAX - UINT32_MAX % (uint32_t)T;
@@ -539,15 +545,28 @@ static dfx_status make_batch(trainer *tr, int64_t step, float *target)
             u = dfx_rng_u32(rng);
         while (u >= lim);
         tr->steps_drawn[i] = u % (uint32_t)T;
-        tr->t_model[i] = (double)tr->steps_drawn[i];
+        tr->t_model[i] = sc->train_steps ? (double)tr->steps_drawn[i]
+                                         : sc->levels[tr->steps_drawn[i]].t_model;
     }
     dfx_rng_normal(rng, tr->eps, b * per);
     dfx_rng_destroy(rng);
     for (int64_t i = 0; tr->vlb && i < b; i++)
         vlb_coefficients(job->schedule, tr->steps_drawn[i], &tr->vlb[i]);
     for (int64_t i = 0; i < b; i++) {
-        const double ab = job->schedule->train_alpha_bar[tr->steps_drawn[i]];
-        const float a = (float)sqrt(ab), s = (float)sqrt(1.0 - ab);
+        float a, s;
+        if (sc->train_steps) {
+            const double ab = sc->train_alpha_bar[tr->steps_drawn[i]];
+            a = (float)sqrt(ab);
+            s = (float)sqrt(1.0 - ab);
+        } else {
+            a = (float)sc->levels[tr->steps_drawn[i]].alpha;
+            s = (float)sc->levels[tr->steps_drawn[i]].sigma;
+        }
+        /* what the sampler feeds the network (dfx_input_scale) */
+        tr->in_scale[i] = tr->input_scale == DFX_INPUT_SCALE_VE ? 1.0f / a
+                                                                : (float)(1.0 / sqrt(a * a + s * s));
+        /* the sampler's b: eps = -b * score (core/run/sampling.c) */
+        tr->sigma[i] = s * tr->in_scale[i];
         const float *x0 = tr->x0 + i * per, *e = tr->eps + i * per;
         float *xt = tr->xt + i * per, *tg = target + i * per;
         for (int64_t j = 0; j < per; j++) {
@@ -555,6 +574,9 @@ static dfx_status make_batch(trainer *tr, int64_t step, float *target)
             switch (job->prediction) {
             case DFX_PREDICTION_V: tg[j] = a * e[j] - s * x0[j]; break;
             case DFX_PREDICTION_SAMPLE: tg[j] = x0[j]; break;
+            /* denoising score matching weighted by sigma^2 (Song & Ermon
+             * 2019): sigma * score against -eps */
+            case DFX_PREDICTION_SCORE: tg[j] = -e[j]; break;
             default: tg[j] = e[j]; break;
             }
         }
@@ -574,7 +596,14 @@ static dfx_status train_step(trainer *tr, int64_t step, double *loss_out)
     if (st)
         return st;
     const bool classify = tr->job->opts->objective == 1;
-    memcpy(x->data, classify ? tr->x0 : tr->xt, (size_t)x->numel * sizeof(float));
+    const int64_t per = x->numel / tr->shape[0];
+    if (classify) {
+        memcpy(x->data, tr->x0, (size_t)x->numel * sizeof(float));
+    } else {
+        float *xd = x->data;
+        for (int64_t i = 0; i < x->numel; i++)
+            xd[i] = tr->xt[i] * tr->in_scale[i / per];
+    }
     if (classify)
         memset(tr->t_model, 0, (size_t)tr->shape[0] * sizeof *tr->t_model);
     dfx_model_input in = {.x = NULL, .t_model = tr->t_model};
@@ -595,6 +624,11 @@ static dfx_status train_step(trainer *tr, int64_t step, double *loss_out)
                          dfx_g_reshape(t, dfx_g_scale(t, vlb, (double)tr->job->schedule->train_steps /
                                                                   1000.0),
                                        1, &one));
+    } else if (tr->job->prediction == DFX_PREDICTION_SCORE) {
+        dfx_var *sig = dfx_tape_new(t, 4, tr->shape, false);
+        for (int64_t i = 0; sig && i < sig->numel; i++)
+            ((float *)sig->data)[i] = tr->sigma[i / per];
+        loss = dfx_g_mse(t, dfx_g_mul(t, out, sig), target);
     } else {
         loss = dfx_g_mse(t, out, target);
     }
@@ -687,7 +721,8 @@ static dfx_status setup(trainer *tr)
                              job->origin, job->model->what);
     if (classify) {
         /* no schedule is used */
-    } else if (job->schedule->train_steps < 1 || !job->schedule->train_alpha_bar)
+    } else if ((job->schedule->train_steps < 1 || !job->schedule->train_alpha_bar) &&
+               job->schedule->steps < 2)
         return dfx_error_set(DFX_ERR_CONFIG, "%s: the scheduler has no training table (alphas_cumprod); "
                                              "training draws its steps from one (e.g. scheduler: "
                                              "{type: betas})", job->origin);
@@ -699,9 +734,11 @@ static dfx_status setup(trainer *tr)
     if (!classify && job->opts->loss == 0 && info.learned_variance)
         return dfx_error_set(DFX_ERR_CONFIG, "%s: the model learns its variance: train it with "
                                              "train.loss: hybrid", job->origin);
-    if (!classify && job->prediction == DFX_PREDICTION_SCORE)
-        return dfx_error_set(DFX_ERR_UNSUPPORTED, "%s: training a score model needs a continuous "
-                                                  "schedule, not supported yet", job->origin);
+    if (!classify && job->opts->loss == 1 && job->schedule->train_steps < 1)
+        return dfx_error_set(DFX_ERR_CONFIG, "%s: train.loss hybrid needs a discrete schedule with "
+                                             "a training table (e.g. scheduler: {type: linear})",
+                             job->origin);
+    tr->input_scale = info.input_scale;
     dfx_status st = open_data(tr);
     if (st)
         return st;
@@ -713,6 +750,10 @@ static dfx_status setup(trainer *tr)
     tr->xt = malloc((size_t)n * sizeof(float));
     tr->t_model = malloc((size_t)tr->shape[0] * sizeof(double));
     tr->steps_drawn = malloc((size_t)tr->shape[0] * sizeof(int64_t));
+    tr->sigma = malloc((size_t)tr->shape[0] * sizeof(float));
+    tr->in_scale = malloc((size_t)tr->shape[0] * sizeof(float));
+    if (!tr->sigma || !tr->in_scale)
+        return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for a batch");
     if (classify && !(tr->labels = malloc((size_t)tr->shape[0] * sizeof(int64_t))))
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory for a batch");
     if (!classify && job->opts->loss == 1 &&
@@ -748,6 +789,8 @@ static void teardown(trainer *tr)
     free(tr->xt);
     free(tr->t_model);
     free(tr->steps_drawn);
+    free(tr->sigma);
+    free(tr->in_scale);
     free(tr->labels);
     free(tr->vlb);
     free(tr->log);
