@@ -2,11 +2,12 @@
 # Installs the Debian packages dfx needs (only the missing ones), with sudo
 # when not root. Usage: tools/deps.sh [build|test]
 #   build: compiler, Meson/ninja, libyaml, OpenBLAS (its OpenMP build), libpng, zlib, Check
-#   test:  that plus clang and its runtime (libFuzzer, sanitizers)
+#   test:  that plus clang and its runtime (libFuzzer, sanitizers) and Debian's
+#          Fashion-MNIST (the data tests read the real files; training uses them)
 set -eu
 need="gcc meson ninja-build pkg-config libyaml-dev libopenblas-dev libopenblas-openmp-dev libpng-dev zlib1g-dev check"
 if [ "${1:-build}" = test ]; then
-    need="$need clang libclang-rt-14-dev"
+    need="$need clang libclang-rt-14-dev dataset-fashion-mnist"
 fi
 missing=
 for p in $need; do
