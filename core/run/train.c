@@ -553,20 +553,23 @@ static dfx_status make_batch(trainer *tr, int64_t step, float *target)
     for (int64_t i = 0; tr->vlb && i < b; i++)
         vlb_coefficients(job->schedule, tr->steps_drawn[i], &tr->vlb[i]);
     for (int64_t i = 0; i < b; i++) {
-        float a, s;
+        double ad, sd;
         if (sc->train_steps) {
             const double ab = sc->train_alpha_bar[tr->steps_drawn[i]];
-            a = (float)sqrt(ab);
-            s = (float)sqrt(1.0 - ab);
+            ad = sqrt(ab);
+            sd = sqrt(1.0 - ab);
         } else {
-            a = (float)sc->levels[tr->steps_drawn[i]].alpha;
-            s = (float)sc->levels[tr->steps_drawn[i]].sigma;
+            ad = sc->levels[tr->steps_drawn[i]].alpha;
+            sd = sc->levels[tr->steps_drawn[i]].sigma;
         }
-        /* what the sampler feeds the network (dfx_input_scale) */
-        tr->in_scale[i] = tr->input_scale == DFX_INPUT_SCALE_VE ? 1.0f / a
-                                                                : (float)(1.0 / sqrt(a * a + s * s));
+        /* what the sampler feeds the network (dfx_input_scale), computed
+         * as it does: in double, so a variance-preserving level is not
+         * scaled at all */
+        const double k = tr->input_scale == DFX_INPUT_SCALE_VE ? ad : sqrt(ad * ad + sd * sd);
+        tr->in_scale[i] = (float)(1.0 / k);
         /* the sampler's b: eps = -b * score (core/run/sampling.c) */
-        tr->sigma[i] = s * tr->in_scale[i];
+        tr->sigma[i] = (float)(sd / k);
+        const float a = (float)ad, s = (float)sd;
         const float *x0 = tr->x0 + i * per, *e = tr->eps + i * per;
         float *xt = tr->xt + i * per, *tg = target + i * per;
         for (int64_t j = 0; j < per; j++) {
