@@ -443,6 +443,18 @@ static void K(linear_bw)(const void *x, const void *w, const void *dy, void *dx,
 
 /* ---- convolution ------------------------------------------------------ */
 
+/* The output columns [lo, hi) whose input column for kernel column kx lies
+ * inside the image (the others read the zero padding). */
+static void K(inside_cols)(const dfx__conv_geom *g, int64_t kx, int64_t *lo, int64_t *hi)
+{
+    *lo = 0;
+    *hi = g->wo;
+    while (*lo < g->wo && *lo * g->stride - g->pad[1] + kx < 0)
+        ++*lo;
+    while (*hi > *lo && (*hi - 1) * g->stride - g->pad[1] + kx >= g->w)
+        --*hi;
+}
+
 /* Columns of one image into col (row length ld): row (c, ky, kx), column
  * oy * wo + ox holds x[c, oy * stride - pad_top + ky, ox * stride -
  * pad_left + kx], 0 outside the image. */
@@ -452,12 +464,8 @@ static void K(im2col)(const REAL *x, const dfx__conv_geom *g, REAL *col, int64_t
         for (int64_t ky = 0; ky < g->k; ky++)
             for (int64_t kx = 0; kx < g->k; kx++) {
                 REAL *row = col + ((c * g->k + ky) * g->k + kx) * ld;
-                /* the output columns whose input column is inside the image */
-                int64_t lo = 0, hi = g->wo;
-                while (lo < g->wo && lo * g->stride - g->pad[1] + kx < 0)
-                    lo++;
-                while (hi > lo && (hi - 1) * g->stride - g->pad[1] + kx >= g->w)
-                    hi--;
+                int64_t lo, hi;
+                K(inside_cols)(g, kx, &lo, &hi);
                 for (int64_t oy = 0; oy < g->ho; oy++) {
                     REAL *r = row + oy * g->wo;
                     const int64_t iy = oy * g->stride - g->pad[0] + ky;
@@ -486,11 +494,8 @@ static void K(col2im)(const REAL *col, int64_t ld, const dfx__conv_geom *g, REAL
         for (int64_t ky = 0; ky < g->k; ky++)
             for (int64_t kx = 0; kx < g->k; kx++) {
                 const REAL *row = col + ((c * g->k + ky) * g->k + kx) * ld;
-                int64_t lo = 0, hi = g->wo;
-                while (lo < g->wo && lo * g->stride - g->pad[1] + kx < 0)
-                    lo++;
-                while (hi > lo && (hi - 1) * g->stride - g->pad[1] + kx >= g->w)
-                    hi--;
+                int64_t lo, hi;
+                K(inside_cols)(g, kx, &lo, &hi);
                 for (int64_t oy = 0; oy < g->ho; oy++) {
                     const int64_t iy = oy * g->stride - g->pad[0] + ky;
                     if (iy < 0 || iy >= g->h)
