@@ -218,6 +218,63 @@ START_TEST(list_describe_inspect)
 }
 END_TEST
 
+START_TEST(convert_command)
+{
+    /* float tensors change dtype with rounding to nearest, an integer tensor
+     * and the metadata are copied as they are; bad input gets a message and
+     * leaves no output file (folders missing above the
+     * output are made, as for every output) */
+    char *dir = test_tmpdir(), *out, *err, in[4200], dst[4200], none[4300];
+    snprintf(in, sizeof in, "%s/in.safetensors", dir);
+    snprintf(dst, sizeof dst, "%s/out.safetensors", dir);
+    snprintf(none, sizeof none, "%s/in.safetensors/out.safetensors", dir); /* under a file */
+    float w[4] = {1.0f, 1.0f / 3.0f, -65504.0f, 1e-8f};
+    int64_t idx[2] = {7, -3};
+    const dfx_tensor tw = dfx_tensor_view(DFX_DTYPE_F32, 1, (int64_t[]){4}, w),
+                     ti = dfx_tensor_view(DFX_DTYPE_I64, 1, (int64_t[]){2}, idx);
+    const char *names[] = {"w", "idx"}, *keys[] = {"format"}, *vals[] = {"pt"};
+    ck_assert(dfx_safetensors_write(in, 2, names, (const dfx_tensor *const[]){&tw, &ti}, 1, keys, vals) == DFX_OK);
+
+    int rc = dfx(&out, &err, "convert", in, dst, NULL);
+    ck_assert_msg(rc == 0, "%s", err);
+    ASSERT_HAS(out, "2 tensors, floating point as F16");
+    free(out), free(err);
+    dfx_safetensors *st;
+    dfx_tensor *t;
+    ck_assert(dfx_safetensors_open(dst, &st) == DFX_OK);
+    ck_assert_str_eq(dfx_safetensors_metadata(st, "format"), "pt");
+    ck_assert(dfx_safetensors_read(st, "w", DFX_DTYPE_F32, &t) == DFX_OK);
+    const float *got = t->data;
+    ck_assert_float_eq(got[0], 1.0f);
+    ck_assert_float_eq(got[1], 0.333251953125f); /* the nearest half to 1/3 */
+    ck_assert_float_eq(got[2], -65504.0f);
+    ck_assert_float_eq(got[3], 0.0f); /* below the smallest half subnormal */
+    dfx_tensor_destroy(t);
+    ck_assert(dfx_safetensors_read(st, "idx", DFX_DTYPE_I64, &t) == DFX_OK);
+    ck_assert_int_eq(((int64_t *)t->data)[0], 7);
+    ck_assert_int_eq(((int64_t *)t->data)[1], -3);
+    dfx_tensor_destroy(t);
+    dfx_safetensors_close(st);
+
+    ck_assert_int_eq(dfx(&out, &err, "convert", in, dst, "--dtype", "I8", NULL), 2);
+    ASSERT_HAS(err, "convert: --dtype 'I8': expected F16, BF16 or F32");
+    free(out), free(err);
+    ck_assert_int_eq(dfx(&out, &err, "convert", in, NULL), 2);
+    ASSERT_HAS(err, "convert needs IN.safetensors and OUT.safetensors");
+    free(out), free(err);
+    const char *trunc = write_file(dir, "trunc.safetensors", "\x10\0\0\0\0\0\0\0{", 9);
+    ck_assert_int_eq(dfx(&out, &err, "convert", trunc, dst, NULL), 1);
+    ASSERT_HAS(err, "trunc.safetensors");
+    free(out), free(err);
+    ck_assert_int_eq(dfx(&out, &err, "convert", in, none, NULL), 1);
+    ASSERT_HAS(err, none);
+    ck_assert_int_ne(access(none, F_OK), 0);
+    free(out), free(err);
+    test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(schedule_command)
 {
     if (!test_fixtures_dir())
@@ -385,6 +442,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, usage_errors);
     tcase_add_test(tc, list_describe_inspect);
     tcase_add_test(tc, schedule_command);
+    tcase_add_test(tc, convert_command);
     tcase_add_test(tc, dry_run_round_trip);
     tcase_add_test(tc, no_partial_output);
     tcase_add_test(tc, per_image_noise);
