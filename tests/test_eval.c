@@ -55,7 +55,8 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 /* The sets: mixed (classes alternating), dark and bright, N 6x6 images
- * each, and mixed again as gzip idx, a PNG folder and safetensors; the
+ * each, and mixed again as gzip idx, a PNG folder, safetensors and a folder
+ * of two safetensors files; the
  * classifier trained once for all tests. */
 static void setup(void)
 {
@@ -98,6 +99,13 @@ static void setup(void)
     const char *names[1] = {"samples"};
     const dfx_tensor *ts[1] = {&t};
     ck_assert_int_eq(dfx_safetensors_write(at("mixed.safetensors"), 1, names, ts, 0, NULL, NULL), DFX_OK);
+    /* and split in two runs' outputs: 25 images, then 15 */
+    ck_assert_int_eq(mkdir(at("mixed-parts"), 0777), 0);
+    const int64_t first[4] = {25, 1, 6, 6}, rest[4] = {N - 25, 1, 6, 6};
+    t = dfx_tensor_view(DFX_DTYPE_F32, 4, first, s);
+    ck_assert_int_eq(dfx_safetensors_write(at("mixed-parts/a.safetensors"), 1, names, ts, 0, NULL, NULL), DFX_OK);
+    t = dfx_tensor_view(DFX_DTYPE_F32, 4, rest, s + 25 * 36);
+    ck_assert_int_eq(dfx_safetensors_write(at("mixed-parts/b.safetensors"), 1, names, ts, 0, NULL, NULL), DFX_OK);
     free(s);
 
     fx_make_images(N, 6, 6, 24, dark, px, NULL);
@@ -146,7 +154,7 @@ START_TEST(test_fid)
     ASSERT_HAS(out, "/out, 8-d)");
     free(out);
     /* the same images in every format */
-    const char *same[] = {"mixed.idx.gz", "mixed-png", "mixed.safetensors"};
+    const char *same[] = {"mixed.idx.gz", "mixed-png", "mixed.safetensors", "mixed-parts"};
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
         const double v = fid(at("mixed.idx"), at(same[i]), NULL);
         ck_assert_msg(fabs(v) < 1e-6, "FID of mixed.idx and %s: %g", same[i], v);
@@ -196,6 +204,68 @@ START_TEST(test_is_and_accuracy)
     ASSERT_HAS(out, "accuracy 1.0000 (40 of 40 images; classifier ");
     ASSERT_HAS(out, "\n  class 0: 1.0000 (20 of 20)\n  class 1: 1.0000 (20 of 20)\n");
     free(out), free(err);
+}
+END_TEST
+
+/* Reads tensor "samples" of path as float32 into a new tensor. */
+static dfx_tensor *read_samples(const char *path)
+{
+    dfx_safetensors *f;
+    dfx_tensor *t;
+    ck_assert_msg(dfx_safetensors_open(path, &f) == DFX_OK, "%s", dfx_error_message());
+    ck_assert_int_eq(dfx_safetensors_read(f, "samples", DFX_DTYPE_F32, &t), DFX_OK);
+    dfx_safetensors_close(f);
+    return t;
+}
+
+/* The noise baseline has each pixel's mean and variance over the set (two
+ * classes of different brightness: far from one Gaussian per image), is
+ * fixed by its seed, and scores a far larger FID than the set itself. */
+START_TEST(test_noise_baseline)
+{
+    char *out, *err;
+    ck_assert_int_eq(dfx(&out, &err, "eval", "noise", at("mixed.idx"), at("noise.safetensors"), "--count", "20000",
+                         "--seed", "3", NULL), 0);
+    ASSERT_HAS(out, "20000 images of Gaussian noise matched in each pixel's mean and variance to the first 40");
+    free(out), free(err);
+    uint8_t px[N * 36], lab[N];
+    fx_make_images(N, 6, 6, 23, NULL, px, lab);
+    dfx_tensor *t = read_samples(at("noise.safetensors"));
+    ck_assert_int_eq(t->shape[0], 20000);
+    ck_assert_int_eq(t->shape[1] * t->shape[2] * t->shape[3], 36);
+    const float *y = t->data;
+    for (int j = 0; j < 36; j++) {
+        double m = 0, v = 0, gm = 0, gv = 0;
+        for (int i = 0; i < N; i++)
+            m += (px[i * 36 + j] / 127.5 - 1) / N;
+        for (int i = 0; i < N; i++)
+            v += pow(px[i * 36 + j] / 127.5 - 1 - m, 2) / N;
+        for (int64_t i = 0; i < 20000; i++)
+            gm += y[i * 36 + j] / 20000.0;
+        for (int64_t i = 0; i < 20000; i++)
+            gv += pow(y[i * 36 + j] - gm, 2) / 20000.0;
+        /* 5 standard errors of the mean; the variance's is 1% */
+        ck_assert_msg(fabs(gm - m) < 5 * sqrt(v / 20000), "pixel %d: mean %g, the set's %g", j, gm, m);
+        ck_assert_msg(fabs(gv / v - 1) < 0.05, "pixel %d: variance %g, the set's %g", j, gv, v);
+    }
+    dfx_tensor_destroy(t);
+    /* the same seed draws the same noise; another seed other noise */
+    ck_assert_int_eq(dfx(&out, &err, "eval", "noise", at("mixed.idx"), at("noise3.safetensors"), "--count", "100",
+                         "--seed", "3", NULL), 0);
+    free(out), free(err);
+    ck_assert_int_eq(dfx(&out, &err, "eval", "noise", at("mixed.idx"), at("noise4.safetensors"), "--count", "100",
+                         "--seed", "4", NULL), 0);
+    free(out), free(err);
+    dfx_tensor *a = read_samples(at("noise3.safetensors")), *b = read_samples(at("noise4.safetensors"));
+    t = read_samples(at("noise.safetensors"));
+    ck_assert_int_eq(memcmp(a->data, t->data, dfx_tensor_nbytes(a)), 0);
+    ck_assert_int_ne(memcmp(a->data, b->data, dfx_tensor_nbytes(a)), 0);
+    dfx_tensor_destroy(a);
+    dfx_tensor_destroy(b);
+    dfx_tensor_destroy(t);
+    const double self = fid(at("mixed.idx"), at("mixed-parts"), NULL), base = fid(at("mixed.idx"), at("noise3.safetensors"), NULL);
+    ck_assert_msg(base > 1e-3 && base > 1e4 * fabs(self), "FID of the noise baseline %g, of the set itself %g", base,
+                  self);
 }
 END_TEST
 
@@ -256,6 +326,19 @@ START_TEST(test_bad_input)
     expect_error(ARGS("is", at("m.safetensors"), "--classifier", cls), 1,
                  "m.safetensors: no tensor 'image' or 'samples' (not written by dfx run?); it holds FID statistics",
                  NULL);
+    /* a folder of samples of two shapes */
+    ck_assert_int_eq(mkdir(at("two-shapes"), 0777), 0);
+    float zeros[2 * 8 * 8] = {0};
+    const int64_t s6[4] = {2, 1, 6, 6}, s8[4] = {1, 1, 8, 8};
+    const char *names[1] = {"samples"};
+    dfx_tensor t = dfx_tensor_view(DFX_DTYPE_F32, 4, s6, zeros);
+    ck_assert_int_eq(dfx_safetensors_write(at("two-shapes/0.safetensors"), 1, names,
+                                           (const dfx_tensor *const[]){&t}, 0, NULL, NULL), DFX_OK);
+    t = dfx_tensor_view(DFX_DTYPE_F32, 4, s8, zeros);
+    ck_assert_int_eq(dfx_safetensors_write(at("two-shapes/1.safetensors"), 1, names,
+                                           (const dfx_tensor *const[]){&t}, 0, NULL, NULL), DFX_OK);
+    expect_error(ARGS("is", at("two-shapes"), "--classifier", cls), 1,
+                 "two-shapes/1.safetensors: images of 1x8x8, the folder's first file has 1x6x6", NULL);
     /* the classifier */
     expect_error(ARGS("is", at("mixed.idx"), "--classifier", "/nonexistent/classifier"), 1,
                  "--classifier /nonexistent/classifier: no such folder", NULL);
@@ -264,7 +347,12 @@ START_TEST(test_bad_input)
                  "pass --classifier DIR", "dfx train pipelines/train_fashion_classifier.yaml", NULL);
     expect_error(ARGS("is", at("mixed.idx"), "--classifier", at("mixed-png")), 1, "mixed-png", NULL);
     /* usage */
-    expect_error(ARGS("frechet", "a", "b"), 2, "eval: unknown metric 'frechet' (fid, is, accuracy)", NULL);
+    expect_error(ARGS("noise", at("mixed.idx")), 2, "eval noise needs an image set and OUT.safetensors", NULL);
+    expect_error(ARGS("noise", at("mixed.idx"), at("n.safetensors"), "--count", "0"), 2,
+                 "--count: '0' is not an integer >= 1", NULL);
+    expect_error(ARGS("noise", "/nonexistent/a.idx", at("n.safetensors")), 1, "/nonexistent/a.idx", NULL);
+    ck_assert_int_ne(access(at("n.safetensors"), F_OK), 0);
+    expect_error(ARGS("frechet", "a", "b"), 2, "eval: unknown metric 'frechet' (fid, is, accuracy, noise)", NULL);
     expect_error(ARGS("fid", at("mixed.idx")), 2, "eval fid needs two image sets", NULL);
     expect_error(ARGS("is", at("mixed.idx"), "--splits", "0"), 2, "--splits: '0' is not an integer >= 1", NULL);
     expect_error(ARGS("is", at("mixed.idx"), "--save-stats", "x"), 2, "eval: unknown option '--save-stats'", NULL);
@@ -327,6 +415,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_fid);
     tcase_add_test(tc, test_is_and_accuracy);
+    tcase_add_test(tc, test_noise_baseline);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_interrupt);
     suite_add_tcase(s, tc);

@@ -42,6 +42,8 @@ static const char usage_text[] =
     "  eval accuracy IMAGES LABELS [--classifier DIR] [--batch N] [--limit N]\n"
     "                      a classifier's top-1 accuracy on idx images and labels, overall and per class\n"
     "                      (the classifier: a folder `dfx train` wrote; default models/fashion-classifier)\n"
+    "  eval noise A OUT.safetensors [--count N] [--seed N] [--limit N]\n"
+    "                      FID's noise baseline: Gaussian noise with the per-pixel mean and variance of A\n"
     "  list [KIND]         list components (KIND: scheduler, sampler, model, conditioner, guidance, codec)\n"
     "  describe KIND NAME  print a component's options: name, type, default, range/choices, help\n"
     "  inspect FILE        list a checkpoint's tensors, dtypes and shapes (.safetensors with its\n"
@@ -717,20 +719,46 @@ static dfx_status eval_stats(dfx_instance *cls, const dfx_model_info *info, cons
     return st;
 }
 
+/* `eval noise`: writes the noise baseline of set A (count images, default
+ * as many as it has) as a `dfx run` output that eval fid and is read. */
+static int noise_baseline(const char *path, const char *out, int64_t limit, int64_t count, uint64_t seed)
+{
+    dfx_image_set *set;
+    dfx_tensor *t = NULL;
+    dfx_status st = dfx_image_set_open(path, NULL, &set);
+    const int64_t have = st ? 0 : dfx_image_set_count(set), used = limit && limit < have ? limit : have;
+    if (!st)
+        st = dfx_image_set_noise_baseline(set, limit, count ? count : used, seed, &t);
+    if (!st) {
+        const char *names[] = {"samples"}, *keys[] = {"dfx_noise_baseline"};
+        char what[4300];
+        snprintf(what, sizeof what, "Gaussian noise matched in each pixel's mean and variance to the first %lld "
+                 "images of %s, seed %llu", (long long)used, path, (unsigned long long)seed);
+        const char *vals[] = {what};
+        st = dfx_safetensors_write(out, 1, names, (const dfx_tensor *const *)&t, 1, keys, vals);
+        if (!st)
+            printf("%s: %lld images of %s\n", out, (long long)t->shape[0], what);
+    }
+    dfx_tensor_destroy(t);
+    dfx_image_set_destroy(set);
+    return st ? fail(st) : 0;
+}
+
 static int cmd_eval(int argc, char **argv)
 {
     if (argc < 2)
         die_usage("%s", "eval needs a metric: fid, is or accuracy");
     const char *metric = argv[1];
-    const bool fid = !strcmp(metric, "fid"), is = !strcmp(metric, "is"), acc = !strcmp(metric, "accuracy");
-    if (!fid && !is && !acc)
-        die_usage("eval: unknown metric '%s' (fid, is, accuracy)", metric);
+    const bool fid = !strcmp(metric, "fid"), is = !strcmp(metric, "is"), acc = !strcmp(metric, "accuracy"),
+               noise = !strcmp(metric, "noise");
+    if (!fid && !is && !acc && !noise)
+        die_usage("eval: unknown metric '%s' (fid, is, accuracy, noise)", metric);
     const char *dir = DEFAULT_CLASSIFIER, *save = NULL, *args[2] = {NULL, NULL};
     bool given = false;
     int nargs = 0;
     dfx_classify_params cp;
     dfx_classify_params_init(&cp);
-    int64_t splits = 10;
+    int64_t splits = 10, count = 0, seed = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--classifier")) {
             dir = need_arg(argc, argv, &i);
@@ -743,6 +771,10 @@ static int cmd_eval(int argc, char **argv)
             splits = count_arg("--splits", need_arg(argc, argv, &i), 1);
         } else if (!strcmp(argv[i], "--save-stats") && fid) {
             save = need_arg(argc, argv, &i);
+        } else if (!strcmp(argv[i], "--count") && noise) {
+            count = count_arg("--count", need_arg(argc, argv, &i), 1);
+        } else if (!strcmp(argv[i], "--seed") && noise) {
+            seed = count_arg("--seed", need_arg(argc, argv, &i), 0);
         } else if (argv[i][0] == '-' && argv[i][1]) {
             die_usage("eval: unknown option '%s'", argv[i]);
         } else if (nargs < (is ? 1 : 2)) {
@@ -757,6 +789,10 @@ static int cmd_eval(int argc, char **argv)
         die_usage("%s", "eval is needs one image set");
     if (acc && nargs != 2)
         die_usage("%s", "eval accuracy needs IMAGES and LABELS (idx files)");
+    if (noise && nargs != 2)
+        die_usage("%s", "eval noise needs an image set and OUT.safetensors");
+    if (noise)
+        return noise_baseline(args[0], args[1], cp.limit, count, (uint64_t)seed);
 
     /* Ctrl-C while loading stops the pass at its first batch */
     install_sigint();

@@ -1,8 +1,11 @@
 /* Evaluation inputs and a classifier's outputs over them: image sets read
- * from PNG folders, `dfx run` safetensors outputs and idx files, padded to
+ * from PNG folders, `dfx run` safetensors outputs (one file or a folder of
+ * them) and idx files, padded to
  * the classifier's size as training data are, then run through the
  * classifier in batches into features, class probabilities, FID
  * statistics or an accuracy (`dfx eval`). */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +15,7 @@
 #include "core/run/run.h"
 #include "dfx/data.h"
 #include "dfx/metrics.h"
+#include "dfx/rng.h"
 #include "dfx/safetensors.h"
 
 struct dfx_image_set {
@@ -98,6 +102,55 @@ static dfx_status open_tensors(dfx_image_set *s)
     return st;
 }
 
+static int is_tensor_file(const struct dirent *e)
+{
+    return e->d_name[0] != '.' && has_ext(e->d_name, ".safetensors");
+}
+
+/* Every *.safetensors file of folder s->path, in name order, as one set (a
+ * sample run split into several `dfx run` outputs); *found is false when
+ * there are none. */
+static dfx_status open_tensor_folder(dfx_image_set *s, bool *found)
+{
+    struct dirent **names;
+    const int k = scandir(s->path, &names, is_tensor_file, alphasort);
+    *found = k > 0;
+    if (k < 0)
+        return dfx_error_set(DFX_ERR_IO, "%s: cannot list: %s", s->path, strerror(errno));
+    dfx_status st = DFX_OK;
+    for (int i = 0; i < k; i++) {
+        dfx_image_set part = {0};
+        const size_t len = strlen(s->path) + strlen(names[i]->d_name) + 2;
+        if (!st && !(part.path = malloc(len)))
+            st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
+        if (!st) {
+            snprintf(part.path, len, "%s/%s", s->path, names[i]->d_name);
+            st = open_tensors(&part);
+        }
+        if (!st && i > 0 && (part.c != s->c || part.h != s->h || part.w != s->w))
+            st = dfx_error_set(DFX_ERR_FORMAT, "%s: images of %lldx%lldx%lld, the folder's first file has "
+                               "%lldx%lldx%lld", part.path, (long long)part.c, (long long)part.h,
+                               (long long)part.w, (long long)s->c, (long long)s->h, (long long)s->w);
+        const int64_t per = part.c * part.h * part.w;
+        float *grown = st ? NULL : realloc(s->samples, (size_t)((s->n + part.n) * per) * sizeof(float));
+        if (!st && !grown)
+            st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", part.path);
+        if (!st) {
+            memcpy(grown + s->n * per, part.samples, (size_t)(part.n * per) * sizeof(float));
+            s->samples = grown;
+            s->n += part.n;
+            s->c = part.c;
+            s->h = part.h;
+            s->w = part.w;
+        }
+        free(part.samples);
+        free(part.path);
+        free(names[i]);
+    }
+    free(names);
+    return st;
+}
+
 dfx_status dfx_image_set_open(const char *path, const char *labels_path, dfx_image_set **out)
 {
     if (out)
@@ -112,15 +165,19 @@ dfx_status dfx_image_set_open(const char *path, const char *labels_path, dfx_ima
     struct stat sb;
     const bool dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
     const bool tensors = !dir && has_ext(path, ".safetensors");
+    bool found;
     dfx_status st = DFX_OK;
     if (labels_path && (dir || tensors))
         st = dfx_error_set(DFX_ERR_INVALID_ARG, "%s: labels (%s) go with idx images only", path, labels_path);
     else if (tensors)
         st = open_tensors(s);
-    else if (has_ext(path, ".png") || has_ext(path, ".PNG"))
+    else if (dir) {
+        if (!(st = open_tensor_folder(s, &found)) && !found)
+            st = dfx_dataset_open_png_dir(path, &s->ds);
+    } else if (has_ext(path, ".png") || has_ext(path, ".PNG"))
         st = dfx_error_set(DFX_ERR_INVALID_ARG, "%s: one image; give the folder of the PNGs to evaluate", path);
     else
-        st = dir ? dfx_dataset_open_png_dir(path, &s->ds) : dfx_dataset_open_idx(path, labels_path, &s->ds);
+        st = dfx_dataset_open_idx(path, labels_path, &s->ds);
     if (!st && s->ds) {
         int64_t shape[3];
         dfx_dataset_shape(s->ds, shape);
@@ -205,6 +262,51 @@ dfx_status dfx_image_set_read(const dfx_image_set *set, int64_t first, int64_t n
                        (size_t)set->w * sizeof *dst);
     }
     free(item);
+    return st;
+}
+
+dfx_status dfx_image_set_noise_baseline(const dfx_image_set *set, int64_t limit, int64_t count, uint64_t seed,
+                                        dfx_tensor **out)
+{
+    if (out)
+        *out = NULL;
+    if (!set || !out)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "dfx_image_set_noise_baseline: set and out must not be NULL");
+    if (count < 1 || limit < 0)
+        return dfx_error_set(DFX_ERR_INVALID_ARG, "noise baseline: count %lld and limit %lld (expected >= 1 and >= 0)",
+                             (long long)count, (long long)limit);
+    const int64_t n = limit && limit < set->n ? limit : set->n, per = set->c * set->h * set->w;
+    double *sum = calloc((size_t)per * 2, sizeof *sum), *sq = sum + per;
+    float *x = malloc((size_t)per * sizeof *x);
+    dfx_rng *rng = NULL;
+    dfx_status st = !sum || !x ? dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory") : DFX_OK;
+    for (int64_t i = 0; !st && i < n; i++) {
+        if ((st = dfx_image_set_read(set, i, 1, set->h, set->w, x, NULL)))
+            break;
+        for (int64_t j = 0; j < per; j++) {
+            sum[j] += x[j];
+            sq[j] += (double)x[j] * x[j];
+        }
+    }
+    const int64_t shape[4] = {count, set->c, set->h, set->w};
+    if (!st && !(st = dfx_tensor_create(out, DFX_DTYPE_F32, 4, shape)))
+        st = dfx_rng_create(&rng, seed);
+    if (!st) {
+        float *y = (*out)->data;
+        dfx_rng_normal(rng, y, count * per);
+        for (int64_t j = 0; j < per; j++) {
+            const double mean = sum[j] / (double)n, var = fmax(sq[j] / (double)n - mean * mean, 0);
+            const double sd = sqrt(var);
+            for (int64_t i = 0; i < count; i++)
+                y[i * per + j] = (float)(mean + sd * y[i * per + j]);
+        }
+    } else {
+        dfx_tensor_destroy(*out);
+        *out = NULL;
+    }
+    dfx_rng_destroy(rng);
+    free(x);
+    free(sum);
     return st;
 }
 

@@ -180,8 +180,11 @@ DFX_API dfx_status dfx_softmax_rows(float *probs, const float *logits,
 typedef struct dfx_image_set dfx_image_set;
 
 /* Opens the images at path:
- *   a folder: every *.png in it (dfx_dataset_open_png_dir), as `dfx run`
- *     writes a batch (NAME-0000.png, ...);
+ *   a folder of .safetensors files: all of them, in name order, each read
+ *     as the single file below (a sample run split into several `dfx run`
+ *     outputs); their images must have one shape;
+ *   another folder: every *.png in it (dfx_dataset_open_png_dir), as `dfx
+ *     run` writes a batch (NAME-0000.png, ...);
  *   a .safetensors file that `dfx run` wrote: its tensor "image" [N, H, W,
  *     C] in [0, 1] when it has one (the decoded images, clamped as the PNGs
  *     are, not rounded to 8 bits), else "samples" [N, C, H, W] (any float
@@ -215,6 +218,15 @@ DFX_API bool dfx_image_set_has_labels(const dfx_image_set *set);
 DFX_API dfx_status dfx_image_set_read(const dfx_image_set *set, int64_t first, int64_t n,
                                       int64_t height, int64_t width, float *x,
                                       int64_t *labels);
+
+/* FID's reference point for "no model at all": count images of Gaussian
+ * noise whose every pixel has the mean and variance of that pixel over the
+ * set's first `limit` images (0: all), drawn by dfx_rng from seed, into a
+ * new *out [count, C, H, W] (float32, not clamped). DFX_ERR_INVALID_ARG for
+ * count < 1 or limit < 0. */
+DFX_API dfx_status dfx_image_set_noise_baseline(const dfx_image_set *set, int64_t limit,
+                                                int64_t count, uint64_t seed,
+                                                dfx_tensor **out);
 
 /* ---- classifier features ----------------------------------------------- */
 
