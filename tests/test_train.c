@@ -3,10 +3,12 @@
  * on them), resuming equals an uninterrupted run bit for bit, a diverging
  * run stops at the step that broke and keeps its last good checkpoint, a
  * checkpoint that cannot be written (disk full) leaves the previous one
- * whole, and bad data files are refused by name. */
+ * whole, Ctrl-C checkpoints the step it stopped at, and bad data files are
+ * refused by name. */
 #include <check.h>
 #include <math.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,6 +308,25 @@ START_TEST(test_memorises)
 }
 END_TEST
 
+/* The checkpoints below dir/a and dir/b are the same, file by file. */
+static void assert_same_checkpoints(const char *a, const char *b)
+{
+    const char *files[] = {"train_state.safetensors", "adam_m.safetensors", "adam_v.safetensors",
+                           "unet/diffusion_pytorch_model.safetensors", "train_log.csv"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char pa[512], pb[512];
+        snprintf(pa, sizeof pa, "%s/%s/%s", dir, a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s/%s", dir, b, files[i]);
+        void *da, *db;
+        size_t na, nb;
+        read_all(pa, &da, &na);
+        read_all(pb, &db, &nb);
+        ck_assert_msg(na == nb && !memcmp(da, db, na), "%s differs between %s and %s", files[i], a, b);
+        free(da);
+        free(db);
+    }
+}
+
 START_TEST(test_resume_equals_uninterrupted)
 {
     const char *opts = "lr: 1.0e-3, warmup: 5, ema_decay: 0.9, checkpoint_every: 4, log_every: 2";
@@ -315,21 +336,7 @@ START_TEST(test_resume_equals_uninterrupted)
     ck_assert_msg(train("a", o20, false, images_path()) == DFX_OK, "%s", dfx_error_message());
     ck_assert_msg(train("b", o8, false, images_path()) == DFX_OK, "%s", dfx_error_message());
     ck_assert_msg(train("b", o20, true, images_path()) == DFX_OK, "%s", dfx_error_message());
-    const char *files[] = {"train_state.safetensors", "adam_m.safetensors", "adam_v.safetensors",
-                           "unet/diffusion_pytorch_model.safetensors", "train_log.csv"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char pa[512], pb[512];
-        snprintf(pa, sizeof pa, "%s/a/%s", dir, files[i]);
-        snprintf(pb, sizeof pb, "%s/b/%s", dir, files[i]);
-        void *da, *db;
-        size_t na, nb;
-        read_all(pa, &da, &na);
-        read_all(pb, &db, &nb);
-        ck_assert_msg(na == nb && !memcmp(da, db, na), "%s differs between the resumed and the "
-                      "uninterrupted run", files[i]);
-        free(da);
-        free(db);
-    }
+    assert_same_checkpoints("a", "b");
     char buf[64], path[512];
     snprintf(path, sizeof path, "%s/b/train_state.safetensors", dir);
     ck_assert_str_eq(meta(path, "step", buf, sizeof buf), "20");
@@ -441,6 +448,60 @@ START_TEST(test_disk_full_keeps_previous_checkpoint)
 }
 END_TEST
 
+/* Ctrl-C in `dfx train`: the run stops after the step under way, writes a
+ * checkpoint there, says so and exits 130; --resume then ends where an
+ * uninterrupted run ends, bit for bit. */
+START_TEST(test_interrupt_then_resume)
+{
+    const char *opts = "steps: 60, lr: 1.0e-3, warmup: 5, ema_decay: 0.9, checkpoint_every: 100, log_every: 1";
+    ck_assert_msg(train("a", opts, false, images_path()) == DFX_OK, "%s", dfx_error_message());
+    char yaml[2048], yaml_path[512];
+    write_yaml(yaml, sizeof yaml, "c", opts, images_path());
+    snprintf(yaml_path, sizeof yaml_path, "%s/c.yaml", dir);
+    write_file(yaml_path, yaml, strlen(yaml));
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    fflush(NULL);
+    const pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl(dfx_exe, dfx_exe, "train", yaml_path, (char *)NULL);
+        _exit(98);
+    }
+    close(fds[1]);
+    /* Ctrl-C once the log shows step 3 */
+    char log[16384];
+    size_t len = 0;
+    bool sent = false;
+    for (ssize_t r; len < sizeof log - 1 && (r = read(fds[0], log + len, sizeof log - 1 - len)) > 0;) {
+        len += (size_t)r;
+        log[len] = '\0';
+        if (!sent && strstr(log, "step 3/60")) {
+            ck_assert_int_eq(kill(pid, SIGINT), 0);
+            sent = true;
+        }
+    }
+    close(fds[0]);
+    log[len] = '\0';
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(sent, "no step 3 in the log:\n%s", log);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 130, "exit status %d:\n%s", status, log);
+    const char *msg = strstr(log, "interrupted at step ");
+    ck_assert_msg(msg && strstr(msg, "continues with --resume"), "%s", log);
+    char state[512], buf[64];
+    snprintf(state, sizeof state, "%s/c/train_state.safetensors", dir);
+    const long at = atol(meta(state, "step", buf, sizeof buf));
+    ck_assert_msg(at >= 3 && at < 60 && at == atol(msg + strlen("interrupted at step ")),
+                  "checkpoint at step %ld after: %s", at, msg);
+    ck_assert_msg(train("c", opts, true, images_path()) == DFX_OK, "%s", dfx_error_message());
+    assert_same_checkpoints("a", "c");
+}
+END_TEST
+
 START_TEST(test_bad_data)
 {
     char path[512];
@@ -536,6 +597,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_resume_equals_uninterrupted);
     tcase_add_test(tc, test_nan_keeps_last_good_checkpoint);
     tcase_add_test(tc, test_disk_full_keeps_previous_checkpoint);
+    tcase_add_test(tc, test_interrupt_then_resume);
     tcase_add_test(tc, test_bad_data);
     tcase_add_test(tc, test_hybrid_loss);
     tcase_add_test(tc, test_score_matching);
