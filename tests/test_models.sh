@@ -1,9 +1,11 @@
 #!/bin/sh
 # The models dfx trained and ships (models/): the README's default pipeline
 # draws clothes from models/fashion-ddpm that models/fashion-classifier
-# recognises confidently (an Inception Score far above the noise baseline's
-# 1.8; the test set scores 8.0), and the classifier itself still classifies
-# the Fashion-MNIST test set (when Debian's dataset-fashion-mnist is there).
+# recognises confidently, and the classifier itself still classifies the
+# Fashion-MNIST test set (when Debian's dataset-fashion-mnist is there).
+# The Inception Score of 40 samples: the shipped model (step 2500) scores
+# 4.5, the same model at step 1250 3.3, 40 images of the noise baseline 1.9
+# and 40 test images 8.3; the bound, 3.5, lies between the two checkpoints.
 #
 # usage: test_models.sh DFX SOURCE_ROOT   (from meson)
 set -eu
@@ -32,7 +34,7 @@ value() {
     fail "eval is: $(cat "$WORK/err.txt")"
 is=$(value "$WORK/is.txt" IS)
 [ -n "$is" ] || fail "no IS in: $(cat "$WORK/is.txt")"
-awk -v v="$is" 'BEGIN { exit !(v > 3.0) }' || fail "IS of 40 samples of models/fashion-ddpm is $is (expected > 3)"
+awk -v v="$is" 'BEGIN { exit !(v > 3.5) }' || fail "IS of 40 samples of models/fashion-ddpm is $is (expected > 3.5)"
 echo "IS of 40 samples: $is"
 
 data=/usr/share/datasets/fashion-mnist
