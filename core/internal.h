@@ -110,6 +110,9 @@ typedef dfx_status (*dfx__log_density_fn)(void *ctx, const dfx_tensor *x, double
 dfx_status dfx__plot_points(unsigned char *rgb, int width, int height, const float *xy, int64_t n,
                             dfx__log_density_fn log_density, void *ctx);
 
+/* dir + "/" + name in a new string (free()); NULL when out of memory. */
+char *dfx__path_join(const char *dir, const char *name);
+
 /* Reads a whole file into a NUL-terminated heap buffer (*len excludes the
  * NUL). Errors name the path and the reason. */
 dfx_status dfx__read_file(const char *path, char **data, size_t *len);

@@ -244,13 +244,11 @@ static dfx_status list_pngs(const char *dir, char ***out, size_t *count)
         const size_t len = strlen(e->d_name);
         if (e->d_name[0] == '.' || len < 5 || strcmp(e->d_name + len - 4, ".png") != 0)
             continue;
-        const size_t plen = strlen(dir) + len + 2;
-        char *path = malloc(plen);
+        char *path = dfx__path_join(dir, e->d_name);
         if (!path) {
             st = dfx_error_set(DFX_ERR_NO_MEMORY, "%s: out of memory", dir);
             break;
         }
-        snprintf(path, plen, "%s/%s", dir, e->d_name);
         struct stat sb;
         if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             free(path);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/internal.h"
 #include "core/run/run.h"
 #include "dfx/data.h"
 #include "dfx/metrics.h"
@@ -120,13 +121,10 @@ static dfx_status open_tensor_folder(dfx_image_set *s, bool *found)
     dfx_status st = DFX_OK;
     for (int i = 0; i < k; i++) {
         dfx_image_set part = {0};
-        const size_t len = strlen(s->path) + strlen(names[i]->d_name) + 2;
-        if (!st && !(part.path = malloc(len)))
+        if (!st && !(part.path = dfx__path_join(s->path, names[i]->d_name)))
             st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
-        if (!st) {
-            snprintf(part.path, len, "%s/%s", s->path, names[i]->d_name);
+        if (!st)
             st = open_tensors(&part);
-        }
         if (!st && i > 0 && (part.c != s->c || part.h != s->h || part.w != s->w))
             st = dfx_error_set(DFX_ERR_FORMAT, "%s: images of %lldx%lldx%lld, the folder's first file has "
                                "%lldx%lldx%lld", part.path, (long long)part.c, (long long)part.h,

@@ -11,6 +11,15 @@
 
 #include "core/internal.h"
 
+char *dfx__path_join(const char *dir, const char *name)
+{
+    const size_t n = strlen(dir) + strlen(name) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s", dir, name);
+    return s;
+}
+
 dfx_status dfx__read_file(const char *path, char **data, size_t *len)
 {
     FILE *fp = fopen(path, "rb");

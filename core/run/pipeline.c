@@ -1074,16 +1074,6 @@ static void image_pixels(const float *x, int64_t c, int64_t h, int64_t w, unsign
                 *out++ = (unsigned char)rintf(denormalize(x[(k * h + y) * w + i]) * 255);
 }
 
-/* dir + "/" + rel in a new string. */
-static char *join_path(const char *dir, const char *rel)
-{
-    size_t n = strlen(dir) + strlen(rel) + 2;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s/%s", dir, rel);
-    return s;
-}
-
 /* Makes the path options of `priv` (a copy made to be dumped) absolute
  * against cwd; the new strings go to owned[*n] (at most max). */
 static bool absolute_paths(const dfx_option *opts, void *priv, const char *cwd, char **owned, size_t *n,
@@ -1093,7 +1083,7 @@ static bool absolute_paths(const dfx_option *opts, void *priv, const char *cwd, 
         char **field = (char **)((char *)priv + o->offset);
         if (o->type != DFX_OPTION_TYPE_PATH || !*field || !**field || **field == '/')
             continue;
-        if (*n == max || !(owned[*n] = join_path(cwd, *field)))
+        if (*n == max || !(owned[*n] = dfx__path_join(cwd, *field)))
             return false;
         *field = owned[(*n)++];
     }

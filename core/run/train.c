@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/internal.h"
 #include "core/run/run.h"
 #include "dfx/data.h"
 #include "dfx/grad.h"
@@ -132,18 +133,9 @@ static double learning_rate(const dfx__train_opts *o, int64_t step)
 
 /* ---- checkpoints -------------------------------------------------------- */
 
-static char *path_join(const char *a, const char *b)
-{
-    const size_t n = strlen(a) + strlen(b) + 2;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s/%s", a, b);
-    return s;
-}
-
 static dfx_status write_text(const char *dir, const char *name, const char *text)
 {
-    char *path = path_join(dir, name);
+    char *path = dfx__path_join(dir, name);
     if (!path)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     FILE *f = fopen(path, "wb");
@@ -167,7 +159,7 @@ static void remove_tree(const char *path)
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        char *sub = path_join(path, e->d_name);
+        char *sub = dfx__path_join(path, e->d_name);
         if (sub)
             remove_tree(sub);
         free(sub);
@@ -232,7 +224,7 @@ static float *get_v(trainer *tr, int64_t i)
 
 static dfx_status write_log(const trainer *tr, const char *dir)
 {
-    char *path = path_join(dir, "train_log.csv");
+    char *path = dfx__path_join(dir, "train_log.csv");
     if (!path)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     FILE *f = fopen(path, "wb");
@@ -257,7 +249,7 @@ static dfx_status write_log(const trainer *tr, const char *dir)
  * the folder samples as it was trained. */
 static dfx_status write_scheduler_config(const trainer *tr, const char *root)
 {
-    char *dir = path_join(root, "scheduler");
+    char *dir = dfx__path_join(root, "scheduler");
     if (!dir || mkdir(dir, 0777)) {
         dfx_status st = dfx_error_set(DFX_ERR_IO, "%s: %s", dir ? dir : root, strerror(errno));
         free(dir);
@@ -310,7 +302,7 @@ static dfx_status save_checkpoint(trainer *tr)
     sprintf(tmp, "%s.tmp", out);
     sprintf(old, "%s.old", out);
     remove_tree(tmp);
-    if (mkdir(tmp, 0777) || !(unet = path_join(tmp, tr->folder)) || mkdir(unet, 0777)) {
+    if (mkdir(tmp, 0777) || !(unet = dfx__path_join(tmp, tr->folder)) || mkdir(unet, 0777)) {
         st = dfx_error_set(DFX_ERR_IO, "%s: cannot create the checkpoint folder: %s", tmp,
                            strerror(errno));
         goto done;
@@ -326,8 +318,8 @@ static dfx_status save_checkpoint(trainer *tr)
     const size_t wl = strlen(tr->stem) + 16;
     if ((weights = malloc(wl)))
         snprintf(weights, wl, "%s.safetensors", tr->stem);
-    if (!weights || !(file = path_join(unet, weights)) ||
-        !(state = path_join(tmp, "train_state.safetensors"))) {
+    if (!weights || !(file = dfx__path_join(unet, weights)) ||
+        !(state = dfx__path_join(tmp, "train_state.safetensors"))) {
         st = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
         goto done;
     }
@@ -347,8 +339,8 @@ static dfx_status save_checkpoint(trainer *tr)
     /* the rest of the state: raw weights and the optimiser's moments */
     {
         dfx_status s1 = write_param_arrays(tr, state, "", get_data, 5, keys, values);
-        char *mpath = s1 ? NULL : path_join(tmp, "adam_m.safetensors");
-        char *vpath = s1 ? NULL : path_join(tmp, "adam_v.safetensors");
+        char *mpath = s1 ? NULL : dfx__path_join(tmp, "adam_m.safetensors");
+        char *vpath = s1 ? NULL : dfx__path_join(tmp, "adam_v.safetensors");
         if (!s1 && (!mpath || !vpath))
             s1 = dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
         if (!s1)
@@ -391,7 +383,7 @@ done:
 static dfx_status read_param_arrays(trainer *tr, const char *dir, const char *name,
                                     float *(*get)(trainer *, int64_t), dfx_safetensors **keep)
 {
-    char *path = path_join(dir, name);
+    char *path = dfx__path_join(dir, name);
     if (!path)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     dfx_safetensors *st_file;
@@ -437,7 +429,7 @@ static dfx_status meta_int(dfx_safetensors *f, const char *key, int64_t *out)
 
 static dfx_status read_log(trainer *tr, const char *dir)
 {
-    char *path = path_join(dir, "train_log.csv");
+    char *path = dfx__path_join(dir, "train_log.csv");
     if (!path)
         return dfx_error_set(DFX_ERR_NO_MEMORY, "out of memory");
     dfx_csv *csv;

@@ -334,11 +334,8 @@ void dfx_clip_tokenizer_close(dfx_clip_tokenizer *tok)
 
 static char *join(const char *folder, const char *name)
 {
-    size_t n = strlen(folder) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", folder, name);
-    else
+    char *p = dfx__path_join(folder, name);
+    if (!p)
         dfx_error_set(DFX_ERR_NO_MEMORY, "tokenizer: out of memory");
     return p;
 }
