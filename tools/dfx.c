@@ -747,7 +747,7 @@ static int noise_baseline(const char *path, const char *out, int64_t limit, int6
 static int cmd_eval(int argc, char **argv)
 {
     if (argc < 2)
-        die_usage("%s", "eval needs a metric: fid, is or accuracy");
+        die_usage("%s", "eval needs a metric: fid, is, accuracy or noise");
     const char *metric = argv[1];
     const bool fid = !strcmp(metric, "fid"), is = !strcmp(metric, "is"), acc = !strcmp(metric, "accuracy"),
                noise = !strcmp(metric, "noise");
